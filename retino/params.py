@@ -1,0 +1,224 @@
+"""params.yaml, parsed once into typed sections and validated before any heavy work.
+
+Every problem found is reported together in one ``ParamsError`` that names the key,
+the value and what is allowed, e.g.
+``train.resnet18.lr = -0.1: must be a number > 0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+ARCHS = ("resnet18", "resnet50")
+INITS = ("pretrained", "scratch")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ParamsError(ValueError):
+    """params.yaml holds a value the pipeline cannot run with."""
+
+
+@dataclass(frozen=True)
+class DataParams:
+    folder: str
+    image_size: int
+
+
+@dataclass(frozen=True)
+class SynthesizeParams:
+    patients: int
+    canvas_height: int
+    test_fraction: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class DownscaleParams:
+    workers: int  # 0 means one per CPU core
+
+
+@dataclass(frozen=True)
+class ArchParams:
+    batch_size: int
+    lr: float
+    imagenet_weights: str
+    weights_file: str  # "" means torchvision's hub cache
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    epochs_feature_extraction: int
+    epochs_fine_tuning: int
+    weighted_loss: bool
+    momentum: float
+    weight_decay: float
+    validation_fraction: float
+    seed: int
+    device: str
+    num_workers: int
+    resnet18: ArchParams
+    resnet50: ArchParams
+
+    def arch(self, name: str) -> ArchParams:
+        check_arch(name)
+        return getattr(self, name)
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams
+    synthesize: SynthesizeParams
+    downscale: DownscaleParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+
+def check_arch(arch: str) -> str:
+    if arch not in ARCHS:
+        raise ParamsError(f"unknown arch {arch!r}: choose {' or '.join(ARCHS)}")
+    return arch
+
+
+def check_init(init: str) -> str:
+    if init not in INITS:
+        raise ParamsError(f"unknown init {init!r}: choose {' or '.join(INITS)}")
+    return init
+
+
+# --- value checks: each returns an error text (what is allowed) or None -------------
+
+def _positive_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be an integer > 0"
+
+
+def _non_negative_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be an integer >= 0"
+
+
+def _any_int(value: Any) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    return None if ok else "must be an integer"
+
+
+def _positive_number(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a number > 0"
+
+
+def _non_negative_number(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a number >= 0"
+
+
+def _open_fraction(value: Any) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+    return None if ok else "must be a number between 0 and 1 (exclusive)"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _non_empty_text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must be a non-empty string"
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of: {', '.join(allowed)}"
+    return check
+
+
+def _weights_name(value: Any) -> str | None:
+    ok = isinstance(value, str) and value.startswith("IMAGENET1K_")
+    return None if ok else "must name a torchvision ImageNet weight, e.g. IMAGENET1K_V1"
+
+
+SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
+    "data": {"folder": _non_empty_text, "image_size": _positive_int},
+    "synthesize": {
+        "patients": _positive_int, "canvas_height": _positive_int,
+        "test_fraction": _open_fraction, "seed": _any_int,
+    },
+    "downscale": {"workers": _non_negative_int},
+    "train": {
+        "epochs_feature_extraction": _positive_int, "epochs_fine_tuning": _positive_int,
+        "weighted_loss": _boolean, "momentum": _non_negative_number,
+        "weight_decay": _non_negative_number, "validation_fraction": _open_fraction,
+        "seed": _any_int, "device": _one_of(DEVICES), "num_workers": _non_negative_int,
+    },
+    "evaluate": {"batch_size": _positive_int},
+}
+ARCH_RULES: dict[str, Callable[[Any], str | None]] = {
+    "batch_size": _positive_int, "lr": _positive_number,
+    "imagenet_weights": _weights_name, "weights_file": _text,
+}
+
+
+def _check_section(prefix: str, raw: Any, rules: dict, errors: list[str],
+                   subsections: tuple[str, ...] = ()) -> dict:
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix}: missing or not a mapping of keys to values")
+        return {}
+    for key in sorted(set(raw) - set(rules) - set(subsections)):
+        errors.append(f"{prefix}.{key}: unknown key; allowed: {', '.join(rules)}")
+    for key, check in rules.items():
+        if key not in raw:
+            errors.append(f"{prefix}.{key}: missing")
+            continue
+        problem = check(raw[key])
+        if problem:
+            errors.append(f"{prefix}.{key} = {raw[key]!r}: {problem}")
+    return raw
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    """Validate a params mapping and build the typed ``Params``; raise on any problem."""
+    errors: list[str] = []
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    sections = {name: _check_section(name, raw.get(name), rules, errors,
+                                     subsections=ARCHS if name == "train" else ())
+                for name, rules in SECTION_RULES.items()}
+    archs = {a: _check_section(f"train.{a}", sections["train"].get(a), ARCH_RULES, errors)
+             for a in ARCHS}
+    if errors:
+        raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
+    train = {k: v for k, v in sections["train"].items() if k not in ARCHS}
+    return Params(
+        data=DataParams(**sections["data"]),
+        synthesize=SynthesizeParams(**sections["synthesize"]),
+        downscale=DownscaleParams(**sections["downscale"]),
+        train=TrainParams(**train, **{a: ArchParams(**archs[a]) for a in ARCHS}),
+        evaluate=EvaluateParams(**sections["evaluate"]),
+    )
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found (run from the project root)")
+    with path.open(encoding="utf-8") as f:
+        return parse_params(yaml.safe_load(f), source=str(path))
+
+
+def as_dict(section: Any) -> dict:
+    """Plain-dict form of a params section, for saving inside checkpoints."""
+    return dataclasses.asdict(section)

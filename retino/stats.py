@@ -1,0 +1,119 @@
+"""Per-channel mean/std of the train images, class counts, and class weights.
+
+The mean and std are exact, not estimated from a sample: every train image is read
+once and its pixel values are summed as integers (sum and sum of squares per
+channel, in int64, so nothing is lost to floating-point accumulation). Values are
+on ToTensor's 0..1 scale, so they can go straight into ``Normalize``; the std is the
+population std over all pixels.
+
+Class weights for the weighted loss are ``w_c = N / (K * n_c)`` (N train images,
+K = 5 classes, n_c images of grade c): a class with the average count gets 1, a
+class ten times rarer gets ten times the weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+from retino import GRADES, NUM_CLASS
+from retino.layout import DataError, Split
+
+CHANNELS = ("red", "green", "blue")
+
+
+@dataclass
+class PixelMoments:
+    """Running integer sums over uint8 RGB pixels."""
+
+    count: int = 0
+    total: np.ndarray = None  # type: ignore[assignment]
+    total_sq: np.ndarray = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros(3, dtype=np.int64)
+        self.total_sq = np.zeros(3, dtype=np.int64)
+
+    def add(self, rgb: np.ndarray) -> None:
+        pixels = rgb.reshape(-1, 3).astype(np.int64)
+        self.count += pixels.shape[0]
+        self.total += pixels.sum(axis=0)
+        self.total_sq += (pixels * pixels).sum(axis=0)
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and population std on the 0..1 scale."""
+        mean = self.total / self.count
+        var = self.total_sq / self.count - mean * mean
+        return mean / 255.0, np.sqrt(np.maximum(var, 0.0)) / 255.0
+
+
+def channel_moments(paths: Iterable[Path], on_image: Callable[[], None] = lambda: None
+                    ) -> PixelMoments:
+    """Stream ``paths`` one image at a time into ``PixelMoments``."""
+    moments = PixelMoments()
+    for path in paths:
+        with Image.open(path) as image:
+            moments.add(np.asarray(image.convert("RGB")))
+        on_image()
+    if moments.count == 0:
+        raise DataError("no train images to compute statistics from")
+    return moments
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(labels, minlength=NUM_CLASS)
+
+
+def class_weights(train_counts: np.ndarray, source: str = "train split") -> np.ndarray:
+    """``N / (K * n_c)`` per class; a class absent from train is an error."""
+    missing = [GRADES[c] for c in range(NUM_CLASS) if train_counts[c] == 0]
+    if missing:
+        raise DataError(f"{source}: no images of grade(s) {', '.join(missing)}; every grade "
+                        "0-4 needs train images for the weighted loss and a 5-way model")
+    return train_counts.sum() / (NUM_CLASS * train_counts)
+
+
+def _per_grade(values: np.ndarray, cast: type) -> dict:
+    return {f"{c}-{GRADES[c]}": cast(values[c]) for c in range(NUM_CLASS)}
+
+
+def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: int) -> dict:
+    """The content of ``metrics/data_stats.json``."""
+    mean, std = moments.mean_std()
+    counts = {mode: class_counts(split.labels) for mode, split in splits.items()}
+    test = counts["test"]
+    return {
+        "image_size": image_size,
+        "train_pixels": moments.count,
+        "mean": dict(zip(CHANNELS, map(float, mean))),
+        "std": dict(zip(CHANNELS, map(float, std))),
+        "images": {mode: int(c.sum()) for mode, c in counts.items()},
+        "class_counts": {mode: _per_grade(c, int) for mode, c in counts.items()},
+        "class_weights": _per_grade(class_weights(counts["train"]), float),
+        "majority_baseline_test_accuracy": float(100.0 * test.max() / test.sum()),
+    }
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """What training reads back from ``metrics/data_stats.json``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    class_weights: tuple[float, ...]
+    image_size: int
+    majority_baseline: float
+
+
+def read_stats(document: dict) -> DataStats:
+    return DataStats(
+        mean=tuple(document["mean"][c] for c in CHANNELS),
+        std=tuple(document["std"][c] for c in CHANNELS),
+        class_weights=tuple(document["class_weights"].values()),
+        image_size=int(document["image_size"]),
+        majority_baseline=float(document["majority_baseline_test_accuracy"]),
+    )
