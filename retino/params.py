@@ -219,6 +219,11 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         return parse_params(yaml.safe_load(f), source=str(path))
 
 
+def run_name(arch: str, init: str) -> str:
+    """The one name of a run everywhere: stage, model, metrics and plot files."""
+    return f"{check_arch(arch)}-{check_init(init)}"
+
+
 def as_dict(section: Any) -> dict:
     """Plain-dict form of a params section, for saving inside checkpoints."""
     return dataclasses.asdict(section)

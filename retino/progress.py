@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator, Sequence
 
 from rich.console import Console
@@ -31,3 +32,35 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
+
+
+
+class EpochBar:
+    """One epoch's bar: images done, running loss and accuracy, images/s."""
+
+    def __init__(self, progress: Progress, task: int):
+        self._progress, self._task = progress, task
+        self._start = time.perf_counter()
+        self.images = self.correct = 0
+        self.loss_sum = 0.0
+
+    def update(self, images: int, loss_sum: float, correct: int) -> None:
+        self.images += images
+        self.loss_sum += loss_sum
+        self.correct += correct
+        self._progress.update(self._task, advance=images, loss=self.loss_sum / self.images,
+                              acc=100.0 * self.correct / self.images,
+                              rate=self.images / max(time.perf_counter() - self._start, 1e-9))
+
+
+@contextlib.contextmanager
+def epoch_bar(description: str, total: int) -> Iterator[EpochBar]:
+    """A bar for one pass over ``total`` images showing loss, accuracy and speed."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:5.1f} %  "
+                   "{task.fields[rate]:6.0f} img/s"),
+        TimeElapsedColumn(), console=console, transient=False)
+    with progress:
+        task = progress.add_task(description, total=total, loss=0.0, acc=0.0, rate=0.0)
+        yield EpochBar(progress, task)

@@ -1,0 +1,41 @@
+"""Model files: weights plus the resolved settings, loaded with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors, strings and numbers, so it loads without
+unpickling arbitrary objects (``torch.load(..., weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from retino.atomic import atomic_path
+from retino.models import build_model
+
+FORMAT = "retino-checkpoint-1"
+
+
+def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], **meta: Any) -> None:
+    """Write ``state_dict`` and ``meta`` (arch, init, epoch, params, mean, std, ...) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, "state_dict": state_dict, **meta}, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found; run its train stage first")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a retino checkpoint (format {checkpoint.get('format')!r})")
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
+    """Rebuild the network (no ImageNet download needed) and load the saved weights."""
+    model = build_model(checkpoint["arch"], pretrained=False, num_class=checkpoint["num_class"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model

@@ -1,0 +1,41 @@
+"""Device choice and the CUDA-only speed settings (bf16 autocast, channels_last)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+
+from retino.params import DEVICES, ParamsError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. ``cuda`` without CUDA is an error,
+    never a silent fall back to the CPU."""
+    if name not in DEVICES:
+        raise ParamsError(f"train.device = {name!r}: must be one of: {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device = 'cuda' but this machine has no usable CUDA device; "
+                          "use auto or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device) -> ContextManager:
+    """bf16 mixed precision on CUDA (no loss scaling needed); full fp32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last lets cuDNN use tensor-core convolutions; on CPU it buys nothing here."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def configure_backends(device: torch.device) -> None:
+    if device.type == "cuda":
+        # fixed input sizes, so cuDNN's autotuner pays off after the first batch
+        torch.backends.cudnn.benchmark = True

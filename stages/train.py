@@ -1,0 +1,69 @@
+"""Stage train@<arch>-<init>: train one ResNet, keep the epoch chosen on validation."""
+
+import argparse
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from retino import NUM_CLASS
+from retino.atomic import write_text
+from retino.checkpoints import save_checkpoint
+from retino.dataset import load_stats, load_train_data
+from retino.device import configure_backends, resolve_device
+from retino.models import build_model
+from retino.params import as_dict, check_arch, check_init, load_params, run_name
+from retino.progress import console
+from retino.training import TrainSettings, fit, history_rows
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--init", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="downscaled lab-layout folder")
+    parser.add_argument("--stats", type=Path, required=True, help="compute-stats JSON")
+    parser.add_argument("--model-out", type=Path, required=True)
+    parser.add_argument("--history-out", type=Path, required=True)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    arch, init = check_arch(args.arch), check_init(args.init)
+    params = load_params()
+    train, arch_params = params.train, params.train.arch(arch)
+    device = resolve_device(train.device)  # fails before any work if cuda is missing
+    configure_backends(device)
+    stats = load_stats(args.stats)
+    torch.manual_seed(train.seed)
+    model = build_model(arch, init == "pretrained", NUM_CLASS, arch_params.imagenet_weights,
+                        arch_params.weights_file)
+    data = load_train_data(args.data, stats.mean, stats.std, train.validation_fraction,
+                           train.seed)
+    settings = TrainSettings(
+        init=init, epochs_feature_extraction=train.epochs_feature_extraction,
+        epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,
+        lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        class_weights=stats.class_weights if train.weighted_loss else None,
+        seed=train.seed, num_workers=train.num_workers)
+    console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
+                  f"{len(data.validation)} validation, {len(data.test)} test images")
+    started = time.perf_counter()
+    result = fit(model, data, settings, device)
+    best = result.history[result.best_epoch - 1]
+    save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
+                    num_class=NUM_CLASS, epoch=result.best_epoch, phase=best.phase,
+                    image_size=stats.image_size, mean=list(stats.mean), std=list(stats.std),
+                    weighted_loss=train.weighted_loss,
+                    params={"train": as_dict(train), "data": as_dict(params.data)})
+    write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
+        index=False, float_format="%.4f"))
+    console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
+                  f" chose epoch {result.best_epoch} ({best.phase}) on validation kappa "
+                  f"{best.val_kappa:.3f}; its test accuracy {best.acc_test:.1f} %")
+
+
+if __name__ == "__main__":
+    main()
