@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -11,7 +12,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
 
-console = Console(stderr=True)
+# Wide enough for the summary tables when DVC pipes the output to a log.
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
 
 
 @contextlib.contextmanager

@@ -78,7 +78,11 @@ def make_patients(patients: int, seed: int) -> tuple[list[str], np.ndarray]:
     rng = np.random.default_rng([seed, 0])
     ids = np.sort(rng.choice(np.arange(10, 10 + 60 * patients), size=patients, replace=False))
     # quotas rather than independent draws keep small sets close to the EyePACS shares
+    # (at least one patient per grade once there are enough patients, so that tiny
+    # sets still hold every grade)
     quota = np.floor(GRADE_SHARES * patients).astype(int)
+    if patients >= 2 * NUM_CLASS:
+        quota = np.maximum(quota, 1)
     quota[0] += patients - quota.sum()
     first = rng.permutation(np.repeat(np.arange(NUM_CLASS), quota))
     grades = np.empty((patients, 2), dtype=np.int64)

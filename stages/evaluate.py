@@ -1,0 +1,60 @@
+"""Stage evaluate@<arch>-<init>: test-set metrics of the validation-chosen checkpoint."""
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from retino.atomic import write_json
+from retino.checkpoints import load_checkpoint, model_from_checkpoint
+from retino.dataset import FundusImages, image_transform
+from retino.device import resolve_device
+from retino.evaluation import evaluation_report, prediction_rows
+from retino.layout import IMAGE_FOLDER, read_split
+from retino.params import check_arch, check_init, load_params, run_name
+from retino.plotting import confusion_heatmap
+from retino.progress import console
+from retino.training import make_loader, predict_logits
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--init", required=True)
+    parser.add_argument("--data", type=Path, required=True, help="downscaled lab-layout folder")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--metrics-out", type=Path, required=True)
+    parser.add_argument("--predictions-out", type=Path, required=True)
+    parser.add_argument("--figure-out", type=Path, required=True)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    name = run_name(check_arch(args.arch), check_init(args.init))
+    params = load_params()
+    device = resolve_device(params.train.device)
+    checkpoint = load_checkpoint(args.model)
+    model = model_from_checkpoint(checkpoint).to(device)
+    test = read_split(args.data, "test")
+    images = FundusImages(args.data / IMAGE_FOLDER, test.names, test.labels,
+                          image_transform("test", checkpoint["mean"], checkpoint["std"]))
+    loader = make_loader(images, params.evaluate.batch_size, False, 0, 0, device)
+    actual, logits = predict_logits(model, loader, device)
+    report = {"chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
+              "weighted_loss": checkpoint["weighted_loss"], **evaluation_report(actual, logits)}
+    write_json(args.metrics_out, report)
+    write_json(args.predictions_out, prediction_rows(actual, logits.argmax(axis=1)))
+    confusion_heatmap(report["confusion_counts"],
+                      f"{name}: test accuracy {report['accuracy']:.1f} %, "
+                      f"kappa {report['quadratic_weighted_kappa']:.3f}", args.figure_out)
+    console.print(f"[bold]{name}[/]: accuracy {report['accuracy']:.1f} % (majority baseline "
+                  f"{report['majority_baseline_accuracy']:.1f} %), kappa "
+                  f"{report['quadratic_weighted_kappa']:.3f}, referable sensitivity "
+                  f"{report['referable']['sensitivity']:.3f} / specificity "
+                  f"{report['referable']['specificity']:.3f}")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
