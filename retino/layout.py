@@ -64,6 +64,8 @@ def patient_of(name: str) -> str:
 def _read_column(path: Path) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
+    if not path.read_bytes().strip():
+        return []
     frame = pd.read_csv(path, header=None, dtype=str, skip_blank_lines=False,
                         keep_default_na=False)
     if frame.shape[1] != 1:

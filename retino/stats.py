@@ -70,7 +70,7 @@ def class_counts(labels: np.ndarray) -> np.ndarray:
 
 def class_weights(train_counts: np.ndarray, source: str = "train split") -> np.ndarray:
     """``N / (K * n_c)`` per class; a class absent from train is an error."""
-    missing = [GRADES[c] for c in range(NUM_CLASS) if train_counts[c] == 0]
+    missing = [f"{c} ({GRADES[c]})" for c in range(NUM_CLASS) if train_counts[c] == 0]
     if missing:
         raise DataError(f"{source}: no images of grade(s) {', '.join(missing)}; every grade "
                         "0-4 needs train images for the weighted loss and a 5-way model")

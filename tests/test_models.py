@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from retino.models import (ResNet18, ResNet50, WeightsUnavailable, backbone_features,
+                           build_model, expected_weights_file)
+from tests.conftest import WEIGHT_FILES
+
+
+@pytest.mark.parametrize("constructor", [ResNet18, ResNet50])
+def test_lab_constructors_forward_backward(constructor):
+    torch.manual_seed(0)
+    model = constructor(5, False)
+    assert model.fc.out_features == 5
+    logits = model(torch.randn(2, 3, 32, 32))
+    assert logits.shape == (2, 5) and torch.isfinite(logits).all()
+    logits.sum().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_pretrained_weights_come_from_the_hub_cache(torch_home, arch):
+    path = torch_home / "hub" / "checkpoints" / WEIGHT_FILES[arch]
+    assert expected_weights_file(arch) == path
+    saved = torch.load(path, weights_only=True)
+    model = build_model(arch, pretrained=True)
+    torch.testing.assert_close(model.conv1.weight, saved["conv1.weight"])
+    torch.testing.assert_close(model.layer4[0].conv1.weight, saved["layer4.0.conv1.weight"])
+    assert model.fc.out_features == 5
+
+
+def test_explicit_weights_file(tmp_path, stand_in_weights, offline):
+    source = stand_in_weights / "hub" / "checkpoints" / WEIGHT_FILES["resnet18"]
+    model = build_model("resnet18", True, weights_file=source)
+    torch.testing.assert_close(model.conv1.weight,
+                               torch.load(source, weights_only=True)["conv1.weight"])
+    with pytest.raises(WeightsUnavailable, match="train.resnet18.weights_file = .*not found"):
+        build_model("resnet18", True, weights_file=tmp_path / "nope.pth")
+
+
+def test_missing_weights_stop_with_the_file_name_and_remedies(offline):
+    with pytest.raises(WeightsUnavailable) as error:
+        build_model("resnet18", pretrained=True)
+    message = str(error.value)
+    assert "resnet18-f37072fd.pth" in message
+    assert str(offline / "hub" / "checkpoints") in message
+    assert "train.resnet18.weights_file" in message
+    assert "Without ImageNet weights" in message
+
+
+def test_backbone_features_feed_fc_exactly():
+    torch.manual_seed(0)
+    model = ResNet18(5, False).eval()
+    images = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(model.fc(backbone_features(model, images)), model(images))

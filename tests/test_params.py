@@ -1,0 +1,47 @@
+import pytest
+
+from retino.params import ParamsError, check_arch, load_params, parse_params, run_name
+from tests.conftest import ROOT, project_params
+
+
+def test_project_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.train.arch("resnet50").imagenet_weights == "IMAGENET1K_V1"
+    assert params.train.weighted_loss is False
+
+
+@pytest.mark.parametrize("section, key, value, allowed", [
+    ("train", "epochs_fine_tuning", 0, "integer > 0"),
+    ("train", "weighted_loss", "yes", "true or false"),
+    ("train", "device", "gpu", "auto, cpu, cuda"),
+    ("data", "image_size", -32, "integer > 0"),
+    ("train", "validation_fraction", 1.5, "between 0 and 1"),
+])
+def test_bad_value_names_key_value_and_allowed(section, key, value, allowed):
+    raw = project_params()
+    raw[section][key] = value
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert f"{section}.{key} = {value!r}" in message
+    assert allowed in message
+
+
+def test_all_problems_reported_together():
+    raw = project_params()
+    raw["train"]["resnet18"]["lr"] = 0
+    raw["train"]["resnet50"]["batch_size"] = 0
+    raw["train"]["weigted_loss"] = True  # a typo must not pass silently
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    message = str(error.value)
+    assert "3 problem(s)" in message
+    assert "train.resnet18.lr = 0" in message
+    assert "train.resnet50.batch_size = 0" in message
+    assert "train.weigted_loss: unknown key" in message
+
+
+def test_unknown_arch_lists_choices():
+    with pytest.raises(ParamsError, match="unknown arch 'resnet34': choose resnet18 or resnet50"):
+        check_arch("resnet34")
+    assert run_name("resnet50", "pretrained") == "resnet50-pretrained"

@@ -1,0 +1,117 @@
+import pytest
+import torch
+from torch import nn
+
+from retino.dataset import load_train_data
+from retino.device import autocast, memory_format, resolve_device
+from retino.models import backbone_features, build_model
+from retino.params import ParamsError
+from retino.training import (PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings, _Recorder,
+                             feature_extraction_phase, fit, image_phase, make_criterion)
+
+MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
+CPU = torch.device("cpu")
+
+
+def _settings(init="pretrained", weights=None, epochs=(1, 1)) -> TrainSettings:
+    return TrainSettings(init=init, epochs_feature_extraction=epochs[0],
+                         epochs_fine_tuning=epochs[1], batch_size=8, lr=0.01, momentum=0.9,
+                         weight_decay=5e-4, class_weights=weights, seed=0)
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _changed(before: dict, model: nn.Module) -> set[str]:
+    return {k for k, v in model.state_dict().items() if not torch.equal(before[k], v)}
+
+
+@pytest.fixture
+def data(tiny_dataset):
+    return load_train_data(tiny_dataset, MEAN, STD, validation_fraction=0.3, seed=0)
+
+
+def test_feature_extraction_changes_only_fc(torch_home, data):
+    model = build_model("resnet18", pretrained=True)
+    before = _snapshot(model)
+    recorder = _Recorder(model)
+    feature_extraction_phase(model, data, _settings(), CPU, recorder)
+    assert _changed(before, model) == {"fc.weight", "fc.bias"}  # BN statistics too stay put
+    assert [r.phase for r in recorder.result.history] == [PHASE_FEATURES]
+
+
+def test_fine_tuning_changes_the_backbone(torch_home, data):
+    model = build_model("resnet18", pretrained=True)
+    before = _snapshot(model)
+    image_phase(model, data, _settings(), CPU, _Recorder(model), PHASE_FINE_TUNING, 1)
+    changed = _changed(before, model)
+    assert {"conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight", "fc.weight"} <= changed
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_stored_features_give_the_frozen_backbone_gradients(torch_home, data):
+    model = build_model("resnet18", pretrained=True).eval()
+    images, labels = zip(*(data.fit_plain[i] for i in range(8)))
+    images, labels = torch.stack(images), torch.tensor(labels)
+    criterion = nn.CrossEntropyLoss()
+    with torch.no_grad():
+        stored = backbone_features(model, images)
+    criterion(model.fc(stored), labels).backward()
+    from_features = [p.grad.clone() for p in model.fc.parameters()]
+    model.zero_grad()
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith("fc."))
+    criterion(model(images), labels).backward()
+    for stored_grad, parameter in zip(from_features, model.fc.parameters()):
+        torch.testing.assert_close(stored_grad, parameter.grad)
+
+
+def test_weighted_loss_uses_the_computed_weights():
+    weights = (0.27, 2.8, 1.3, 8.1, 9.7)
+    criterion = make_criterion(weights, CPU)
+    torch.testing.assert_close(criterion.weight, torch.tensor(weights))
+    logits, labels = torch.randn(6, 5), torch.tensor([0, 1, 2, 3, 4, 4])
+    per_image = nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = torch.tensor(weights)[labels]
+    torch.testing.assert_close(criterion(logits, labels), (w * per_image).sum() / w.sum())
+    assert make_criterion(None, CPU).weight is None
+
+
+def test_training_is_deterministic_on_cpu(data):
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_model("resnet18", pretrained=False)
+        result = fit(model, data, _settings("scratch", epochs=(1, 1)), CPU)
+        runs.append((result.history, result.best_state))
+    assert runs[0][0] == runs[1][0]
+    assert len(runs[0][0]) == 2  # scratch trains for the sum of both phases
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
+
+
+def test_checkpoint_is_chosen_on_validation_not_test(data):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False)
+    result = fit(model, data, _settings("scratch", epochs=(1, 2)), CPU)
+    keys = [(r.val_kappa, r.val_accuracy) for r in result.history]
+    assert result.best_epoch == keys.index(max(keys)) + 1
+
+
+def test_device_choice_never_falls_back():
+    if torch.cuda.is_available():
+        pytest.skip("this check needs a machine without CUDA")
+    with pytest.raises(ParamsError, match="train.device = 'cuda' but this machine has no"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(ParamsError, match="must be one of: auto, cpu, cuda"):
+        resolve_device("tpu")
+
+
+def test_gpu_speed_settings_are_selected_by_device():
+    assert memory_format(torch.device("cuda")) == torch.channels_last
+    assert memory_format(CPU) == torch.contiguous_format
+    cuda_autocast = autocast(torch.device("cuda"))
+    assert isinstance(cuda_autocast, torch.autocast) and cuda_autocast.fast_dtype == torch.bfloat16
+    assert not isinstance(autocast(CPU), torch.autocast)
