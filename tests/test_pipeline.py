@@ -74,7 +74,7 @@ def test_metrics_show_lists_every_model(repo):
     output = run(repo, "dvc", "metrics", "show")
     for name in RUNS:
         assert f"metrics/{name}.json" in output
-    assert "quadratic_weighted_kappa" in output and "metrics/compare.json" in output
+    assert "quadratic_weighted_kappa" in output and "metrics/data_stats.json" in output
 
 
 def test_resnet50_param_marks_only_resnet50_training(repo):
