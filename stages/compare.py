@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from retino.cli import run_stage
 from retino.atomic import write_json
 from retino.comparison import SUMMARY_COLUMNS, feature_phase_epochs, model_summary, summary_rows
 from retino.params import ARCHS, INITS, run_name
@@ -42,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from retino.cli import run_stage
 from retino.atomic import write_json
 from retino.layout import IMAGE_FOLDER, image_path, read_layout
 from retino.params import load_params
@@ -30,4 +31,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

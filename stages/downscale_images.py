@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from retino.cli import run_stage
 from retino.atomic import atomic_path
 from retino.layout import IMAGE_FOLDER, read_layout, write_split
 from retino.params import load_params
@@ -29,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

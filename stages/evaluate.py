@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from retino.cli import run_stage
 from retino.atomic import write_json
 from retino.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.dataset import FundusImages, image_transform
@@ -57,4 +58,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     torch.set_grad_enabled(False)
-    main()
+    run_stage(main)

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from retino.cli import run_stage
 from retino.atomic import atomic_path
 from retino.params import load_params
 from retino.preprocess import default_workers
@@ -25,4 +26,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

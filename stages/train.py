@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from retino.cli import run_stage
 from retino import NUM_CLASS
 from retino.atomic import write_text
 from retino.checkpoints import save_checkpoint
@@ -66,4 +67,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -45,3 +45,17 @@ def test_unknown_arch_lists_choices():
     with pytest.raises(ParamsError, match="unknown arch 'resnet34': choose resnet18 or resnet50"):
         check_arch("resnet34")
     assert run_name("resnet50", "pretrained") == "resnet50-pretrained"
+
+
+def test_stage_reports_user_errors_without_traceback(capsys):
+    from retino.cli import run_stage
+    from retino.layout import DataError
+
+    def main():
+        raise DataError("data/x/train_label.csv row 3: label '9' is not a grade")
+
+    with pytest.raises(SystemExit) as stop:
+        run_stage(main)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "error: data/x/train_label.csv row 3: label '9'" in err and "Traceback" not in err
