@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from retino.layout import DataError, image_path, read_split
+from retino.layout import IMAGE_FOLDER, DataError, image_path, read_split
 from retino.splits import patient_holdout
 from retino.stats import DataStats, read_stats
 
@@ -70,6 +70,13 @@ class FundusImages(Dataset):
             raise DataError(f"{path}: cannot read image ({error})") from None
         return self.transform(rgb), int(self.labels[index])
 
+    @staticmethod
+    def from_split(folder: str | Path, mode: str, transform: transforms.Compose
+                   ) -> "FundusImages":
+        """Every image listed in ``mode``'s CSVs of the lab-layout ``folder``."""
+        split = read_split(folder, mode)
+        return FundusImages(Path(folder) / IMAGE_FOLDER, split.names, split.labels, transform)
+
     def subset(self, indices: Sequence[int], transform: transforms.Compose) -> "FundusImages":
         """The images at ``indices``, with their own transform."""
         return FundusImages(self.image_folder, [self.names[i] for i in indices],
@@ -116,14 +123,12 @@ class TrainData:
 def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[float],
                     validation_fraction: float, seed: int) -> TrainData:
     """Split the lab-layout ``folder``'s train split by patient into fit and validation."""
-    folder = Path(folder)
-    train, test = read_split(folder, "train"), read_split(folder, "test")
     plain, augmented = image_transform("test", mean, std), image_transform("train", mean, std)
-    images = FundusImages(folder / "data", train.names, train.labels, plain)
-    kept, held_out = patient_holdout(train.names, train.labels, validation_fraction, seed)
+    images = FundusImages.from_split(folder, "train", plain)
+    kept, held_out = patient_holdout(images.names, images.labels, validation_fraction, seed)
     if len(kept) == 0 or len(held_out) == 0:
         raise DataError(f"{folder}: train.validation_fraction = {validation_fraction} leaves "
                         f"{len(kept)} fit and {len(held_out)} validation images; both need some")
     return TrainData(fit=images.subset(kept, augmented), fit_plain=images.subset(kept, plain),
                      validation=images.subset(held_out, plain),
-                     test=FundusImages(folder / "data", test.names, test.labels, plain))
+                     test=FundusImages.from_split(folder, "test", plain))

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from retino import GRADES, NUM_CLASS
+from retino import NUM_CLASS
 from retino.metrics import (REFERABLE_GRADE, accuracy_percent, balanced_accuracy_percent,
                             confusion_counts, macro_f1, majority_baseline_percent,
-                            per_class_recall_precision, quadratic_weighted_kappa,
+                            per_class_recall_precision, per_grade, quadratic_weighted_kappa,
                             referable_scores, row_normalised)
 from retino.training import predict_logits
 
@@ -35,10 +35,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def _per_grade(values: np.ndarray) -> dict[str, float]:
-    return {f"{c}-{GRADES[c]}": float(values[c]) for c in range(NUM_CLASS)}
-
-
 def evaluation_report(actual: np.ndarray, logits: np.ndarray) -> dict:
     """Every test metric of one model, as written to ``metrics/<arch>-<init>.json``."""
     predicted = logits.argmax(axis=1)
@@ -53,8 +49,8 @@ def evaluation_report(actual: np.ndarray, logits: np.ndarray) -> dict:
         "balanced_accuracy": balanced_accuracy_percent(counts),
         "macro_f1": macro_f1(counts),
         "referable": referable_scores(actual, predicted, referable_probability),
-        "recall": _per_grade(recall),
-        "precision": _per_grade(precision),
+        "recall": per_grade(recall),
+        "precision": per_grade(precision),
         "confusion_counts": counts.tolist(),
         "confusion_row_normalised": np.round(row_normalised(counts), 4).tolist(),
     }

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from retino import NUM_CLASS
+from retino import GRADES, NUM_CLASS
 
 REFERABLE_GRADE = 2
+
+
+def per_grade(values: np.ndarray, cast: type = float) -> dict:
+    """``{"0-none": ..., "1-mild": ...}``: one value per grade, keyed for JSON and DVC."""
+    return {f"{c}-{GRADES[c]}": cast(values[c]) for c in range(NUM_CLASS)}
 
 
 def confusion_counts(actual: np.ndarray, predicted: np.ndarray,

@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from retino import GRADES  # noqa: E402
 from retino.atomic import atomic_path  # noqa: E402
+from retino.metrics import row_normalised  # noqa: E402
 
 INIT_COLOURS = {"pretrained": "tab:blue", "scratch": "tab:orange"}
 
@@ -27,7 +28,7 @@ def confusion_heatmap(counts: np.ndarray, title: str, path: str | Path) -> None:
     """Row-normalised colours, the count and the share written in every cell."""
     counts = np.asarray(counts)
     totals = counts.sum(axis=1, keepdims=True)
-    shares = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
+    shares = row_normalised(counts)
     figure, axes = plt.subplots(figsize=(6.4, 5.4))
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     labels = [f"{g} {name}" for g, name in enumerate(GRADES)]

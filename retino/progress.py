@@ -36,7 +36,6 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
     console.print(table)
 
 
-
 class EpochBar:
     """One epoch's bar: images done, running loss and accuracy, images/s."""
 

@@ -22,6 +22,7 @@ from PIL import Image
 
 from retino import GRADES, NUM_CLASS
 from retino.layout import DataError, Split
+from retino.metrics import majority_baseline_percent, per_grade
 
 CHANNELS = ("red", "green", "blue")
 
@@ -77,24 +78,19 @@ def class_weights(train_counts: np.ndarray, source: str = "train split") -> np.n
     return train_counts.sum() / (NUM_CLASS * train_counts)
 
 
-def _per_grade(values: np.ndarray, cast: type) -> dict:
-    return {f"{c}-{GRADES[c]}": cast(values[c]) for c in range(NUM_CLASS)}
-
-
 def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: int) -> dict:
     """The content of ``metrics/data_stats.json``."""
     mean, std = moments.mean_std()
     counts = {mode: class_counts(split.labels) for mode, split in splits.items()}
-    test = counts["test"]
     return {
         "image_size": image_size,
         "train_pixels": moments.count,
         "mean": dict(zip(CHANNELS, map(float, mean))),
         "std": dict(zip(CHANNELS, map(float, std))),
         "images": {mode: int(c.sum()) for mode, c in counts.items()},
-        "class_counts": {mode: _per_grade(c, int) for mode, c in counts.items()},
-        "class_weights": _per_grade(class_weights(counts["train"]), float),
-        "majority_baseline_test_accuracy": float(100.0 * test.max() / test.sum()),
+        "class_counts": {mode: per_grade(c, int) for mode, c in counts.items()},
+        "class_weights": per_grade(class_weights(counts["train"])),
+        "majority_baseline_test_accuracy": majority_baseline_percent(splits["test"].labels),
     }
 
 

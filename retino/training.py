@@ -90,15 +90,21 @@ def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) 
                            weight_decay=settings.weight_decay)
 
 
+def _to_device(inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move a batch to ``device``; image batches take the device's memory format."""
+    inputs = inputs.to(device, non_blocking=True)
+    if inputs.dim() == 4:
+        inputs = inputs.contiguous(memory_format=memory_format(device))
+    return inputs
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, device: torch.device,
                     description: str) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, running accuracy in %)."""
     with epoch_bar(description, len(loader.dataset)) as bar:
         for inputs, labels in loader:
-            inputs = inputs.to(device, non_blocking=True)
-            if inputs.dim() == 4:
-                inputs = inputs.contiguous(memory_format=memory_format(device))
+            inputs = _to_device(inputs, device)
             labels = labels.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(inputs)
@@ -118,9 +124,7 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device
     model.eval()
     labels, outputs = [], []
     for inputs, batch_labels in loader:
-        inputs = inputs.to(device, non_blocking=True)
-        if inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=memory_format(device))
+        inputs = _to_device(inputs, device)
         with autocast(device):
             outputs.append(model(inputs).float().cpu())
         labels.append(batch_labels)
@@ -134,7 +138,7 @@ def extract_features(model: nn.Module, loader: DataLoader, device: torch.device
     model.eval()
     features, labels = [], []
     for inputs, batch_labels in loader:
-        inputs = inputs.to(device).contiguous(memory_format=memory_format(device))
+        inputs = _to_device(inputs, device)
         with autocast(device):
             features.append(backbone_features(model, inputs).float().cpu())
         labels.append(batch_labels)

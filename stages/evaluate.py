@@ -11,7 +11,6 @@ from retino.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.dataset import FundusImages, image_transform
 from retino.device import resolve_device
 from retino.evaluation import evaluation_report, prediction_rows
-from retino.layout import IMAGE_FOLDER, read_split
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.plotting import confusion_heatmap
 from retino.progress import console
@@ -37,9 +36,8 @@ def main() -> None:
     device = resolve_device(params.train.device)
     checkpoint = load_checkpoint(args.model)
     model = model_from_checkpoint(checkpoint).to(device)
-    test = read_split(args.data, "test")
-    images = FundusImages(args.data / IMAGE_FOLDER, test.names, test.labels,
-                          image_transform("test", checkpoint["mean"], checkpoint["std"]))
+    images = FundusImages.from_split(
+        args.data, "test", image_transform("test", checkpoint["mean"], checkpoint["std"]))
     loader = make_loader(images, params.evaluate.batch_size, False, 0, 0, device)
     actual, logits = predict_logits(model, loader, device)
     report = {"chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
