@@ -1,4 +1,9 @@
-"""The lab's ``RetinopathyLoader`` and the image dataset under it.
+"""The lab's ``RetinopathyLoader``: JPEGs decoded in ``__getitem__``, as the lab did.
+
+This is the lab-compatible way to read a lab-layout folder of JPEGs (your own
+``data/`` folder, for instance). The pipeline itself decodes each photo once in
+downscale-images and trains from uint8 arrays (``retino.inputs``); ``bench/run.py``
+measures the two against each other.
 
 ``RetinopathyLoader(img_path='data', mode='train')`` reads ``train_img.csv`` and
 ``train_label.csv`` from the folder that holds ``data/`` and yields
@@ -9,7 +14,6 @@ statistics, and the grade as an int.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -20,7 +24,6 @@ from torch.utils.data import Dataset
 from torchvision import transforms
 
 from retino.layout import IMAGE_FOLDER, DataError, image_path, read_split
-from retino.splits import patient_holdout
 from retino.stats import DataStats, read_stats
 
 STATS_FILE = Path("metrics/data_stats.json")
@@ -108,27 +111,3 @@ class RetinopathyLoader(FundusImages):
         super().__init__(img_path, split.names, split.labels, image_transform(mode, mean, std))
         self.mode = mode
         self.img_name, self.label = self.names, self.labels  # the lab's attribute names
-
-
-@dataclass(frozen=True)
-class TrainData:
-    """The image sets of one training run. ``fit`` is augmented; the others are not."""
-
-    fit: Dataset
-    fit_plain: Dataset  # the fit images without augmentation, for stored features
-    validation: Dataset
-    test: Dataset
-
-
-def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[float],
-                    validation_fraction: float, seed: int) -> TrainData:
-    """Split the lab-layout ``folder``'s train split by patient into fit and validation."""
-    plain, augmented = image_transform("test", mean, std), image_transform("train", mean, std)
-    images = FundusImages.from_split(folder, "train", plain)
-    kept, held_out = patient_holdout(images.names, images.labels, validation_fraction, seed)
-    if len(kept) == 0 or len(held_out) == 0:
-        raise DataError(f"{folder}: train.validation_fraction = {validation_fraction} leaves "
-                        f"{len(kept)} fit and {len(held_out)} validation images; both need some")
-    return TrainData(fit=images.subset(kept, augmented), fit_plain=images.subset(kept, plain),
-                     validation=images.subset(held_out, plain),
-                     test=FundusImages.from_split(folder, "test", plain))

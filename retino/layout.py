@@ -18,19 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from retino import NUM_CLASS
+from retino.problems import DataError, Problem, stop_on
 
 MODES = ("train", "test")
 IMAGE_FOLDER = "data"
 IMAGE_SUFFIX = ".jpeg"
-
-
-class DataError(ValueError):
-    """The data on disk is not what the pipeline can use; the message says where."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,9 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def subset(self, indices: np.ndarray) -> "Split":
+        return Split([self.names[i] for i in indices], self.labels[np.asarray(indices, dtype=np.int64)])
 
 
 def csv_paths(folder: str | Path, mode: str) -> tuple[Path, Path]:
@@ -73,32 +74,41 @@ def _read_column(path: Path) -> list[str]:
     return [value.strip() for value in frame[0].tolist()]
 
 
-def _check_names(path: Path, names: list[str]) -> None:
+def check_rows(names: list[str], values: list[str], name_file: Path, label_file: Path,
+               row_numbers: Sequence[int] | None = None) -> tuple[Split, list[Problem]]:
+    """The usable (name, grade) rows, and a ``Problem`` for every other row.
+
+    A row is unusable when its name is empty, points outside the image folder or
+    repeats an earlier row, or when its label is not an integer grade 0-4.
+    ``row_numbers`` are the rows' numbers in the file (default 1, 2, ...).
+    """
+    row_numbers = row_numbers or range(1, len(names) + 1)
     seen: dict[str, int] = {}
-    for row, name in enumerate(names, start=1):
+    kept_names, kept_labels, problems = [], [], []
+    for row, name, value in zip(row_numbers, names, values):
         if not name:
-            raise DataError(f"{path} row {row}: empty image name")
-        if "/" in name or "\\" in name or name.startswith("."):
-            raise DataError(f"{path} row {row}: image name {name!r} points outside the "
-                            "data folder; names are plain file stems like 10_left")
-        if name in seen:
-            raise DataError(f"{path} row {row}: duplicate image name {name!r} "
-                            f"(first at row {seen[name]})")
-        seen[name] = row
+            problems.append(Problem(str(name_file), row, "empty image name"))
+        elif "/" in name or "\\" in name or name.startswith("."):
+            problems.append(Problem(str(name_file), row, f"image name {name!r} points outside "
+                                    "the image folder; names are plain file stems like 10_left"))
+        elif name in seen:
+            problems.append(Problem(str(name_file), row, f"duplicate image name {name!r} "
+                                    f"(first at row {seen[name]})"))
+        elif not value.isdigit() or int(value) >= NUM_CLASS:
+            problems.append(Problem(str(label_file), row, f"label {value!r} is not a grade; "
+                                    f"allowed: integers 0-{NUM_CLASS - 1}"))
+        else:
+            kept_names.append(name)
+            kept_labels.append(int(value))
+        seen.setdefault(name, row)
+    return Split(kept_names, np.array(kept_labels, dtype=np.int64)), problems
 
 
-def _parse_labels(path: Path, values: list[str]) -> np.ndarray:
-    labels = np.empty(len(values), dtype=np.int64)
-    for row, value in enumerate(values, start=1):
-        if not value.isdigit() or int(value) >= NUM_CLASS:
-            raise DataError(f"{path} row {row}: label {value!r} is not a grade; "
-                            f"allowed: integers 0-{NUM_CLASS - 1}")
-        labels[row - 1] = int(value)
-    return labels
+def read_split_rows(folder: str | Path, mode: str) -> tuple[Split, list[Problem]]:
+    """Every row of ``<mode>_img.csv``/``<mode>_label.csv``: usable rows and problems.
 
-
-def read_split(folder: str | Path, mode: str) -> Split:
-    """Read every row of ``<mode>_img.csv`` and ``<mode>_label.csv`` under ``folder``."""
+    CSVs that cannot pair up row by row, or a split with no rows, are errors.
+    """
     img_csv, label_csv = csv_paths(folder, mode)
     names = _read_column(img_csv)
     values = _read_column(label_csv)
@@ -107,8 +117,14 @@ def read_split(folder: str | Path, mode: str) -> Split:
                         f"{len(values)}; they must pair up row by row")
     if not names:
         raise DataError(f"{img_csv}: the {mode} split is empty")
-    _check_names(img_csv, names)
-    return Split(names=names, labels=_parse_labels(label_csv, values))
+    return check_rows(names, values, img_csv, label_csv)
+
+
+def read_split(folder: str | Path, mode: str) -> Split:
+    """Read every row of ``<mode>_img.csv`` and ``<mode>_label.csv``; any bad row is an error."""
+    split, problems = read_split_rows(folder, mode)
+    stop_on(problems, "stop")
+    return split
 
 
 def write_split(folder: str | Path, mode: str, split: Split) -> None:
@@ -118,12 +134,33 @@ def write_split(folder: str | Path, mode: str, split: Split) -> None:
     label_csv.write_text("".join(f"{int(v)}\n" for v in split.labels), encoding="utf-8")
 
 
+def drop_shared_names(splits: dict[str, Split], folder: str | Path
+                      ) -> tuple[dict[str, Split], list[Problem]]:
+    """Test rows whose image is also listed for train are problems (and left out)."""
+    train = set(splits["train"].names)
+    test = splits["test"]
+    shared = [i for i, name in enumerate(test.names) if name in train]
+    if not shared:
+        return splits, []
+    img_csv = csv_paths(folder, "test")[0]
+    problems = [Problem(str(img_csv), None, f"image {test.names[i]!r} is also in the train "
+                        "CSVs; an image belongs to one split") for i in shared]
+    keep = np.setdiff1d(np.arange(len(test)), shared)
+    return {**splits, "test": test.subset(keep)}, problems
+
+
+def read_layout_rows(folder: str | Path) -> tuple[dict[str, Split], list[Problem]]:
+    """Both splits of a lab-layout folder: usable rows and every problem found."""
+    splits, problems = {}, []
+    for mode in MODES:
+        splits[mode], found = read_split_rows(folder, mode)
+        problems += found
+    splits, shared = drop_shared_names(splits, folder)
+    return splits, problems + shared
+
+
 def read_layout(folder: str | Path) -> dict[str, Split]:
-    """Both splits of a lab-layout folder, checked for names shared across splits."""
-    splits = {mode: read_split(folder, mode) for mode in MODES}
-    shared = set(splits["train"].names) & set(splits["test"].names)
-    if shared:
-        example = sorted(shared)[0]
-        raise DataError(f"{folder}: {len(shared)} image name(s) are in both train and "
-                        f"test CSVs, e.g. {example!r}")
+    """Both splits of a lab-layout folder; any bad row is an error."""
+    splits, problems = read_layout_rows(folder)
+    stop_on(problems, "stop")
     return splits

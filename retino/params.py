@@ -17,6 +17,8 @@ import yaml
 ARCHS = ("resnet18", "resnet50")
 INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
+SOURCES = ("synthetic", "lab", "kaggle")
+ON_BAD_INPUT = ("stop", "skip")
 
 
 class ParamsError(ValueError):
@@ -25,8 +27,12 @@ class ParamsError(ValueError):
 
 @dataclass(frozen=True)
 class DataParams:
-    folder: str
+    source: str  # synthetic | lab | kaggle, read from data/<source>
     image_size: int
+    on_bad_input: str  # stop | skip
+    resplit: bool  # lab source: replace its per-image split by a patient-level one
+    test_fraction: float  # patient-level splits: share of patients in test
+    split_seed: int
 
 
 @dataclass(frozen=True)
@@ -135,10 +141,6 @@ def _text(value: Any) -> str | None:
     return None if isinstance(value, str) else "must be a string"
 
 
-def _non_empty_text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "must be a non-empty string"
-
-
 def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         return None if value in allowed else f"must be one of: {', '.join(allowed)}"
@@ -151,7 +153,11 @@ def _weights_name(value: Any) -> str | None:
 
 
 SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
-    "data": {"folder": _non_empty_text, "image_size": _positive_int},
+    "data": {
+        "source": _one_of(SOURCES), "image_size": _positive_int,
+        "on_bad_input": _one_of(ON_BAD_INPUT), "resplit": _boolean,
+        "test_fraction": _open_fraction, "split_seed": _any_int,
+    },
     "synthesize": {
         "patients": _positive_int, "canvas_height": _positive_int,
         "test_fraction": _open_fraction, "seed": _any_int,

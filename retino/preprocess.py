@@ -9,14 +9,15 @@ resized.
 from __future__ import annotations
 
 import os
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from retino.layout import DataError, image_path
+from retino.problems import DataError
 
 # A pixel belongs to the eye when its brightest channel exceeds this (0-255):
 # camera borders are near-black but noisy and JPEG-smeared, rarely above ~10.
@@ -24,7 +25,6 @@ EYE_THRESHOLD = 20
 # Rows/columns with fewer eye pixels than this fraction of the longest run are
 # border noise (text overlays, sensor hot pixels), not eye.
 MIN_LINE_FRACTION = 0.02
-JPEG_QUALITY = 95
 
 
 def eye_bounding_box(rgb: np.ndarray) -> tuple[int, int, int, int]:
@@ -52,36 +52,75 @@ def square_eye(image: Image.Image, size: int) -> Image.Image:
     return square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
 
 
-def open_photo(path: Path, size: int) -> Image.Image:
-    """Open a fundus photo for downscaling to ``size``; a bad file names itself."""
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode photos arrive in.
+
+    Plain ``convert('RGB')`` gets three cases wrong: 16-bit grey clips everything
+    above 255 to white (it is rescaled here, 65535 -> 255); 32-bit ``I`` images
+    holding 16-bit values likewise; and transparent pixels of RGBA/LA/palette images
+    keep whatever colour they hide (they become black here, the fundus background).
+    CMYK, greyscale, palette and YCbCr go through Pillow's own conversion.
+    """
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode in SIXTEEN_BIT_MODES or values.max() > 255:
+            values = values / 257.0
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        black = Image.new("RGB", rgba.size)
+        black.paste(rgba, mask=rgba.getchannel("A"))
+        return black
+    return image.convert("RGB")
+
+
+def file_problem(path: Path) -> str | None:
+    """What makes ``path`` unusable before decoding it (missing or empty), if anything."""
     if not path.is_file():
-        raise DataError(f"{path}: image file not found")
+        return "image file not found"
+    if path.stat().st_size == 0:
+        return "image file is empty (0 bytes)"
+    return None
+
+
+def open_photo(path: Path, size: int) -> Image.Image:
+    """Open a fundus photo as upright 8-bit RGB; a bad file names itself."""
+    problem = file_problem(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
     try:
-        image = Image.open(path)
-        # JPEG draft mode decodes multi-megapixel photos at 1/2..1/8 scale directly,
-        # never below twice the target size, which keeps downscaling fast.
-        image.draft("RGB", (2 * size, 2 * size))
-        image = ImageOps.exif_transpose(image)
-        image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        with Image.open(path) as image:
+            # JPEG draft mode decodes multi-megapixel photos at 1/2..1/8 scale
+            # directly, never below twice the target size: far less work.
+            image.draft("RGB", (2 * size, 2 * size))
+            upright = ImageOps.exif_transpose(image)  # camera orientation tag
+            upright.load()
+            return to_rgb(upright)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{path}: not a readable image ({error})") from None
-    return image
 
 
-def downscale_one(source: Path, target: Path, size: int) -> None:
-    """Crop/pad/resize one photo into ``target`` (JPEG, 4:4:4 to keep small red lesions)."""
+def downscale_pixels(source: Path, size: int) -> np.ndarray:
+    """The eye of one photo cropped, padded square and resized: ``size x size x 3`` uint8."""
     image = open_photo(source, size)
     try:
-        squared = square_eye(image, size)
+        return np.asarray(square_eye(image, size))
     except ValueError as error:
         raise DataError(f"{source}: {error}") from None
-    squared.save(target, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
 
 
-def _downscale_job(args: tuple[str, str, str, int]) -> str:
-    name, source_folder, target_folder, size = args
-    downscale_one(image_path(source_folder, name), image_path(target_folder, name), size)
-    return name
+def downscale_job(job: tuple[Path, int]) -> np.ndarray | str:
+    """Worker entry point: the pixels, or the problem text for a bad image."""
+    source, size = job
+    try:
+        return downscale_pixels(source, size)
+    except DataError as error:
+        return str(error).removeprefix(f"{source}: ")
 
 
 def default_workers(workers: int) -> int:
@@ -91,11 +130,18 @@ def default_workers(workers: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def downscale_folder(names: Iterable[str], source_folder: Path, target_folder: Path,
-                     size: int, workers: int, on_image: Callable[[], None] = lambda: None) -> None:
-    """Downscale every named image from ``source_folder`` into ``target_folder``."""
-    target_folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(name, str(source_folder), str(target_folder), size) for name in names]
-    with ProcessPoolExecutor(max_workers=default_workers(workers)) as pool:
-        for _ in pool.map(_downscale_job, jobs, chunksize=8):
-            on_image()
+def ordered_map(function: Callable, jobs: Iterable, workers: int) -> Iterator:
+    """``function`` over ``jobs`` in worker processes, results in order.
+
+    At most a few jobs per worker are in flight, so memory does not grow with the
+    number of jobs (``Executor.map`` would submit them all at once).
+    """
+    window = 4 * workers
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -17,14 +17,14 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
 
 
 @contextlib.contextmanager
-def counting(description: str, total: int) -> Iterator[Callable[[], None]]:
-    """A progress bar over ``total`` items; yields the function that advances it."""
+def counting(description: str, total: int) -> Iterator[Callable[..., None]]:
+    """A progress bar over ``total`` items; yields ``tick(n=1)``, which advances it."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
     with progress:
         task = progress.add_task(description, total=total)
-        yield lambda: progress.advance(task)
+        yield lambda n=1: progress.advance(task, n)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 
 from retino import NUM_CLASS
-from retino.layout import patient_of
+from retino.layout import Split, patient_of
 
 
 def patient_holdout(names: list[str], labels: np.ndarray, fraction: float, seed: int
@@ -28,3 +28,17 @@ def patient_holdout(names: list[str], labels: np.ndarray, fraction: float, seed:
     held_out = np.sort(np.array(held, dtype=np.int64))
     kept = np.setdiff1d(np.arange(len(names)), held_out)
     return kept, held_out
+
+
+def patient_split(names: list[str], labels: np.ndarray, test_fraction: float, seed: int
+                  ) -> dict[str, Split]:
+    """Train and test splits with no patient on both sides, stratified by worse eye."""
+    train, test = patient_holdout(names, labels, test_fraction, seed)
+    everything = Split(list(names), np.asarray(labels, dtype=np.int64))
+    return {"train": everything.subset(train), "test": everything.subset(test)}
+
+
+def patient_leakage(train_names: list[str], test_names: list[str]) -> int:
+    """How many test images have an image of the same patient (the other eye) in train."""
+    train_patients = {patient_of(name) for name in train_names}
+    return sum(patient_of(name) in train_patients for name in test_names)

@@ -14,15 +14,14 @@ class ten times rarer gets ten times the weight.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from PIL import Image
 
 from retino import GRADES, NUM_CLASS
 from retino.layout import DataError, Split
 from retino.metrics import majority_baseline_percent, per_grade
+from retino.splits import patient_leakage
 
 CHANNELS = ("red", "green", "blue")
 
@@ -40,10 +39,13 @@ class PixelMoments:
         self.total_sq = np.zeros(3, dtype=np.int64)
 
     def add(self, rgb: np.ndarray) -> None:
-        pixels = rgb.reshape(-1, 3).astype(np.int64)
+        """Add uint8 pixels of any shape ending in 3 channels."""
+        pixels = rgb.reshape(-1, 3)
         self.count += pixels.shape[0]
-        self.total += pixels.sum(axis=0)
-        self.total_sq += (pixels * pixels).sum(axis=0)
+        self.total += pixels.sum(axis=0, dtype=np.int64)
+        squares = pixels.astype(np.uint16)  # 255 * 255 fits in 16 bits
+        squares *= squares
+        self.total_sq += squares.sum(axis=0, dtype=np.int64)
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         """Mean and population std on the 0..1 scale."""
@@ -52,14 +54,13 @@ class PixelMoments:
         return mean / 255.0, np.sqrt(np.maximum(var, 0.0)) / 255.0
 
 
-def channel_moments(paths: Iterable[Path], on_image: Callable[[], None] = lambda: None
-                    ) -> PixelMoments:
-    """Stream ``paths`` one image at a time into ``PixelMoments``."""
+def channel_moments(chunks: Iterable[np.ndarray],
+                    on_images: Callable[[int], None] = lambda n: None) -> PixelMoments:
+    """Stream uint8 image chunks (N x H x W x 3) into ``PixelMoments``."""
     moments = PixelMoments()
-    for path in paths:
-        with Image.open(path) as image:
-            moments.add(np.asarray(image.convert("RGB")))
-        on_image()
+    for chunk in chunks:
+        moments.add(chunk)
+        on_images(len(chunk))
     if moments.count == 0:
         raise DataError("no train images to compute statistics from")
     return moments
@@ -91,7 +92,15 @@ def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: 
         "class_counts": {mode: per_grade(c, int) for mode, c in counts.items()},
         "class_weights": per_grade(class_weights(counts["train"])),
         "majority_baseline_test_accuracy": majority_baseline_percent(splits["test"].labels),
+        "patient_leakage": leakage_document(splits),
     }
+
+
+def leakage_document(splits: dict[str, Split]) -> dict:
+    """Test images whose patient's other eye is in train: 0 for a patient-level split."""
+    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    return {"test_images_with_other_eye_in_train": leaked,
+            "percent_of_test": round(100.0 * leaked / len(splits["test"]), 2)}
 
 
 @dataclass(frozen=True)

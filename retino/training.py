@@ -10,6 +10,11 @@ Scratch runs train every layer from random init on augmented images for the sum
 of both epoch counts. Each epoch records the lab's table (``acc_train``,
 ``acc_test``) plus the validation score; the weights kept are those of the epoch
 with the best validation kappa, never chosen on test.
+
+Every epoch draws its shuffling order and flips from generators seeded with
+(seed, epoch), not from a stream that earlier epochs advanced. So a run stopped
+after epoch k and resumed from its saved state (``retino.resume``) continues
+exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -23,9 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-
-from retino.dataset import TrainData
 from retino.device import autocast, memory_format
+from retino.inputs import ToModel, TrainData
 from retino.metrics import accuracy_percent, quadratic_weighted_kappa
 from retino.models import backbone_features, set_backbone_trainable
 from retino.progress import console, epoch_bar
@@ -33,6 +37,9 @@ from retino.progress import console, epoch_bar
 PHASE_FEATURES = "feature_extraction"
 PHASE_FINE_TUNING = "fine_tuning"
 PHASE_SCRATCH = "scratch"
+SCORING_BATCH = 64
+
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a loader batch -> model input
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,13 @@ class TrainSettings:
     class_weights: tuple[float, ...] | None  # None: unweighted CrossEntropyLoss
     seed: int
     num_workers: int = 0
+
+    def schedule(self) -> list[tuple[str, int]]:
+        """(phase, epochs) in order: two phases from ImageNet, one from scratch."""
+        if self.init == "pretrained":
+            return [(PHASE_FEATURES, self.epochs_feature_extraction),
+                    (PHASE_FINE_TUNING, self.epochs_fine_tuning)]
+        return [(PHASE_SCRATCH, self.epochs_feature_extraction + self.epochs_fine_tuning)]
 
 
 @dataclass(frozen=True)
@@ -67,15 +81,26 @@ class TrainResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    best_key: tuple[float, float] = (-np.inf, -np.inf)  # (val kappa, val accuracy)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int, device: torch.device) -> DataLoader:
-    """A DataLoader whose shuffling order depends on ``seed`` alone."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A CPU generator for one epoch's shuffling (stream 0) or flips (stream 1)."""
+    return torch.Generator().manual_seed((seed * 100_003 + epoch) * 2 + stream)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
+                device: torch.device) -> DataLoader:
+    """A DataLoader; a shuffling one carries a generator that ``reseed`` sets per epoch."""
+    generator = torch.Generator() if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                       num_workers=num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=num_workers > 0)
+
+
+def reseed(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make ``loader``'s next pass use the shuffling order of (seed, epoch)."""
+    loader.generator.set_state(epoch_generator(seed, epoch, 0).get_state())
 
 
 def make_criterion(class_weights: Iterable[float] | None, device: torch.device) -> nn.Module:
@@ -90,21 +115,24 @@ def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) 
                            weight_decay=settings.weight_decay)
 
 
-def _to_device(inputs: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Move a batch to ``device``; image batches take the device's memory format."""
-    inputs = inputs.to(device, non_blocking=True)
-    if inputs.dim() == 4:
-        inputs = inputs.contiguous(memory_format=memory_format(device))
-    return inputs
+def to_device(device: torch.device) -> Prepare:
+    """Move a ready batch (stored features, or the lab loader's float images) to ``device``."""
+    def prepare(inputs: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.to(device, non_blocking=True)
+        if inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=memory_format(device))
+        return inputs
+    return prepare
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
-                    optimizer: torch.optim.Optimizer, device: torch.device,
+                    optimizer: torch.optim.Optimizer, prepare: Prepare,
                     description: str) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, running accuracy in %)."""
+    device = next(model.parameters()).device
     with epoch_bar(description, len(loader.dataset)) as bar:
         for inputs, labels in loader:
-            inputs = _to_device(inputs, device)
+            inputs = prepare(inputs)
             labels = labels.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(inputs)
@@ -118,36 +146,36 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+                   prepare: Prepare | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(actual labels, float32 logits) over ``loader`` in eval mode."""
+    prepare = prepare or to_device(device)
     model.eval()
     labels, outputs = [], []
     for inputs, batch_labels in loader:
-        inputs = _to_device(inputs, device)
         with autocast(device):
-            outputs.append(model(inputs).float().cpu())
+            outputs.append(model(prepare(inputs)).float().cpu())
         labels.append(batch_labels)
     return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, device: torch.device
-                     ) -> TensorDataset:
+def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare) -> TensorDataset:
     """Stored backbone features of every image (eval mode, no augmentation)."""
     model.eval()
+    device = next(model.parameters()).device
     features, labels = [], []
     for inputs, batch_labels in loader:
-        inputs = _to_device(inputs, device)
         with autocast(device):
-            features.append(backbone_features(model, inputs).float().cpu())
+            features.append(backbone_features(model, prepare(inputs)).float().cpu())
         labels.append(batch_labels)
     return TensorDataset(torch.cat(features), torch.cat(labels))
 
 
-def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[float, float]:
+def _score(model: nn.Module, loader: DataLoader, prepare: Prepare) -> tuple[float, float]:
     """(accuracy %, quadratic weighted kappa) of ``model`` on ``loader``."""
-    actual, logits = predict_logits(model, loader, device)
+    device = next(model.parameters()).device
+    actual, logits = predict_logits(model, loader, device, prepare)
     predicted = logits.argmax(axis=1)
     return accuracy_percent(actual, predicted), quadratic_weighted_kappa(actual, predicted)
 
@@ -155,10 +183,9 @@ def _score(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[
 class _Recorder:
     """Appends epoch records and keeps the weights of the best validation epoch."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, result: TrainResult | None = None):
         self.model = model
-        self.result = TrainResult()
-        self._best_key = (-np.inf, -np.inf)
+        self.result = result or TrainResult()
 
     def record(self, phase: str, loss: float, acc_train: float,
                test: tuple[float, float], validation: tuple[float, float]) -> None:
@@ -166,8 +193,8 @@ class _Recorder:
         entry = EpochRecord(epoch, phase, loss, acc_train, test[0], validation[1], validation[0])
         self.result.history.append(entry)
         key = (validation[1], validation[0])  # kappa first: accuracy rewards grade 0
-        if key > self._best_key:
-            self._best_key = key
+        if key > self.result.best_key:
+            self.result.best_key = key
             self.result.best_epoch = epoch
             self.result.best_state = copy.deepcopy(
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
@@ -176,59 +203,103 @@ class _Recorder:
                       f"{validation[1]:.3f}  val acc {validation[0]:5.1f} %")
 
 
-def feature_extraction_phase(model: nn.Module, data: TrainData, settings: TrainSettings,
-                             device: torch.device, recorder: _Recorder) -> None:
-    """Train ``fc`` alone on features stored once from the frozen backbone."""
+@dataclass
+class PhaseRun:
+    """What one phase trains, on which batches, and how a batch reaches the model."""
+
+    module: nn.Module  # the whole model, or only model.fc on stored features
+    fit: DataLoader
+    scoring: dict[str, DataLoader]  # "validation" and "test"
+    prepare: Prepare  # scoring batches
+    prepare_fit: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # with flips
+    optimizer: torch.optim.Optimizer
+
+
+def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSettings,
+                           device: torch.device) -> PhaseRun:
+    """``fc`` alone, trained on features stored once from the frozen backbone (eval mode)."""
     set_backbone_trainable(model, False)
-    plain = {name: make_loader(getattr(data, name), settings.batch_size, False, 0,
-                               settings.num_workers, device)
-             for name in ("fit_plain", "validation", "test")}
+    to_model = ToModel(data.mean, data.std, device)
     console.print("computing stored features of the frozen backbone ...")
-    stored = {name: extract_features(model, loader, device) for name, loader in plain.items()}
-    fit = make_loader(stored["fit_plain"], settings.batch_size, True, settings.seed, 0, device)
-    scoring = {name: make_loader(stored[name], 1024, False, 0, 0, device)
-               for name in ("validation", "test")}
-    optimizer = make_optimizer(model.fc.parameters(), settings)
-    criterion = make_criterion(settings.class_weights, device)
-    for epoch in range(settings.epochs_feature_extraction):
-        model.fc.train()
-        loss, acc = train_one_epoch(model.fc, fit, criterion, optimizer, device,
-                                    f"{PHASE_FEATURES} {epoch + 1}")
-        recorder.record(PHASE_FEATURES, loss, acc, _score(model.fc, scoring["test"], device),
-                        _score(model.fc, scoring["validation"], device))
+    stored = {name: extract_features(model, make_loader(getattr(data, name), SCORING_BATCH,
+                                                        False, settings.num_workers, device),
+                                     to_model)
+              for name in ("fit", "validation", "test")}
+    move = to_device(device)
+    return PhaseRun(
+        module=model.fc, fit=make_loader(stored["fit"], settings.batch_size, True, 0, device),
+        scoring={name: make_loader(stored[name], 1024, False, 0, device)
+                 for name in ("validation", "test")},
+        prepare=move, prepare_fit=lambda batch, flips: move(batch),
+        optimizer=make_optimizer(model.fc.parameters(), settings))
 
 
-def image_phase(model: nn.Module, data: TrainData, settings: TrainSettings,
-                device: torch.device, recorder: _Recorder, phase: str, epochs: int) -> None:
-    """Train every layer on augmented images with a fresh SGD (fine-tuning or scratch)."""
+def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
+              device: torch.device) -> PhaseRun:
+    """Every layer, on randomly flipped images, with a fresh SGD (fine-tuning or scratch)."""
     set_backbone_trainable(model, True)
-    fit = make_loader(data.fit, settings.batch_size, True, settings.seed + 1,
-                      settings.num_workers, device)
-    scoring = {name: make_loader(getattr(data, name), max(settings.batch_size, 64), False, 0,
-                                 settings.num_workers, device)
-               for name in ("validation", "test")}
-    optimizer = make_optimizer(model.parameters(), settings)
-    criterion = make_criterion(settings.class_weights, device)
-    for epoch in range(epochs):
-        model.train()
-        loss, acc = train_one_epoch(model, fit, criterion, optimizer, device,
+    to_model = ToModel(data.mean, data.std, device)
+    return PhaseRun(
+        module=model,
+        fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device),
+        scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
+                                   False, settings.num_workers, device)
+                 for name in ("validation", "test")},
+        prepare=to_model, prepare_fit=to_model,
+        optimizer=make_optimizer(model.parameters(), settings))
+
+
+PHASE_RUNS = {PHASE_FEATURES: feature_extraction_run, PHASE_FINE_TUNING: image_run,
+              PHASE_SCRATCH: image_run}
+EpochDone = Callable[[TrainResult, torch.optim.Optimizer], None]
+
+
+def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSettings,
+                recorder: _Recorder, criterion: nn.Module, on_epoch: EpochDone) -> None:
+    """Train ``run`` for the global (0-based) epoch numbers in ``epochs``."""
+    for epoch in epochs:
+        reseed(run.fit, settings.seed, epoch)
+        flips = epoch_generator(settings.seed, epoch, 1)
+        run.module.train()
+        loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
+                                    lambda batch: run.prepare_fit(batch, flips),
                                     f"{phase} {epoch + 1}")
-        recorder.record(phase, loss, acc, _score(model, scoring["test"], device),
-                        _score(model, scoring["validation"], device))
+        recorder.record(phase, loss, acc, _score(run.module, run.scoring["test"], run.prepare),
+                        _score(run.module, run.scoring["validation"], run.prepare))
+        on_epoch(recorder.result, run.optimizer)
 
 
-def fit(model: nn.Module, data: TrainData, settings: TrainSettings,
-        device: torch.device) -> TrainResult:
-    """Run the whole schedule for ``settings.init``; return history and best weights."""
+@dataclass
+class ResumePoint:
+    """A run's state after its last completed epoch."""
+
+    result: TrainResult
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict
+
+
+def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torch.device,
+        resume: ResumePoint | None = None,
+        on_epoch: EpochDone = lambda result, optimizer: None) -> TrainResult:
+    """Run the schedule of ``settings.init`` (from ``resume`` when given); return the
+    history and the best validation weights. ``on_epoch`` runs after every epoch."""
     model.to(device=device, memory_format=memory_format(device))
     recorder = _Recorder(model)
-    if settings.init == "pretrained":
-        feature_extraction_phase(model, data, settings, device, recorder)
-        image_phase(model, data, settings, device, recorder, PHASE_FINE_TUNING,
-                    settings.epochs_fine_tuning)
-    else:
-        image_phase(model, data, settings, device, recorder, PHASE_SCRATCH,
-                    settings.epochs_feature_extraction + settings.epochs_fine_tuning)
+    if resume is not None:
+        model.load_state_dict(resume.model_state)
+        recorder.result = resume.result
+    done = len(recorder.result.history)
+    criterion = make_criterion(settings.class_weights, device)
+    first = 0
+    for phase, epochs in settings.schedule():
+        last = first + epochs
+        if done < last:
+            run = PHASE_RUNS[phase](model, data, settings, device)
+            if resume is not None and done > first:  # stopped inside this phase
+                run.optimizer.load_state_dict(resume.optimizer_state)
+            train_phase(run, phase, range(max(first, done), last), settings, recorder,
+                        criterion, on_epoch)
+        first = last
     return recorder.result
 
 

@@ -1,32 +1,49 @@
-"""Stage downscale-images: crop, pad to square and resize every listed image."""
+"""Stage downscale-images: check the source, split by patient if asked, and store every
+image cropped, padded square and resized as uint8 arrays."""
 
 import argparse
 from pathlib import Path
 
+from retino.atomic import atomic_path, write_text
 from retino.cli import run_stage
-from retino.atomic import atomic_path
-from retino.layout import IMAGE_FOLDER, read_layout, write_split
 from retino.params import load_params
-from retino.preprocess import default_workers, downscale_folder
+from retino.prepare import prepare_downscaled
+from retino.preprocess import default_workers
+from retino.problems import report_csv
 from retino.progress import console, counting
+from retino.sources import read_source, source_folder
+from retino.splits import patient_leakage
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--source", type=Path, required=True, help="lab-layout folder")
-    parser.add_argument("--out", type=Path, required=True, help="downscaled lab-layout folder")
+    parser.add_argument("--out", type=Path, required=True, help="downscaled set to write")
+    parser.add_argument("--skipped-out", type=Path, required=True,
+                        help="CSV report of the inputs left out")
     args = parser.parse_args()
     params = load_params()
-    splits = read_layout(args.source)  # every CSV problem surfaces before any image work
-    names = [name for split in splits.values() for name in split.names]
+    data = params.data
+    folder = source_folder(data.source)
+    source = read_source(data.source, folder, data.resplit, data.test_fraction,
+                         data.split_seed)  # CSV problems surface before any image work
+    total = sum(len(split) for split in source.splits.values())
     workers = default_workers(params.downscale.workers)
-    with atomic_path(args.out) as folder, counting("downscale-images", len(names)) as tick:
-        downscale_folder(names, args.source / IMAGE_FOLDER, folder / IMAGE_FOLDER,
-                         params.data.image_size, workers, tick)
-        for mode, split in splits.items():
-            write_split(folder, mode, split)
-    console.print(f"{len(names)} images at {params.data.image_size} px "
-                  f"({workers} workers) -> {args.out}")
+    with atomic_path(args.out) as out, counting("downscale-images", total) as tick:
+        splits, skipped = prepare_downscaled(source, out, data.image_size, workers,
+                                             data.on_bad_input, tick)
+    write_text(args.skipped_out, report_csv(skipped))
+    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    console.print(f"{data.source} ({folder}): {len(splits['train'])} train and "
+                  f"{len(splits['test'])} test images at {data.image_size} px, "
+                  f"{workers} workers -> {args.out}; "
+                  + ("split made here by patient" if source.resplit else "split as given"))
+    if skipped:
+        console.print(f"[yellow]left out {len(skipped)} bad input(s), listed in "
+                      f"{args.skipped_out}[/]")
+    if leaked:
+        console.print(f"[yellow]patient leakage: {leaked} of {len(splits['test'])} test images "
+                      "have the other eye in train; set data.resplit: true to split by "
+                      "patient[/]")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ import torch
 from retino.cli import run_stage
 from retino.atomic import write_json
 from retino.checkpoints import load_checkpoint, model_from_checkpoint
-from retino.dataset import FundusImages, image_transform
 from retino.device import resolve_device
 from retino.evaluation import evaluation_report, prediction_rows
+from retino.inputs import ImageArray, ToModel
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.plotting import confusion_heatmap
 from retino.progress import console
@@ -21,7 +21,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--init", required=True)
-    parser.add_argument("--data", type=Path, required=True, help="downscaled lab-layout folder")
+    parser.add_argument("--data", type=Path, required=True, help="downscaled set")
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--metrics-out", type=Path, required=True)
     parser.add_argument("--predictions-out", type=Path, required=True)
@@ -36,10 +36,10 @@ def main() -> None:
     device = resolve_device(params.train.device)
     checkpoint = load_checkpoint(args.model)
     model = model_from_checkpoint(checkpoint).to(device)
-    images = FundusImages.from_split(
-        args.data, "test", image_transform("test", checkpoint["mean"], checkpoint["std"]))
-    loader = make_loader(images, params.evaluate.batch_size, False, 0, 0, device)
-    actual, logits = predict_logits(model, loader, device)
+    loader = make_loader(ImageArray.from_split(args.data, "test"), params.evaluate.batch_size,
+                         False, params.train.num_workers, device)
+    actual, logits = predict_logits(model, loader, device,
+                                    ToModel(checkpoint["mean"], checkpoint["std"], device))
     report = {"chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
               "weighted_loss": checkpoint["weighted_loss"], **evaluation_report(actual, logits)}
     write_json(args.metrics_out, report)

@@ -2,6 +2,7 @@
 
 import argparse
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -11,11 +12,13 @@ from retino.cli import run_stage
 from retino import NUM_CLASS
 from retino.atomic import write_text
 from retino.checkpoints import save_checkpoint
-from retino.dataset import load_stats, load_train_data
+from retino.dataset import load_stats
+from retino.inputs import load_train_data
 from retino.device import configure_backends, resolve_device
 from retino.models import build_model
 from retino.params import as_dict, check_arch, check_init, load_params, run_name
 from retino.progress import console
+from retino.resume import ResumeFile, fingerprint, resume_path
 from retino.training import TrainSettings, fit, history_rows
 
 
@@ -23,7 +26,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", required=True)
     parser.add_argument("--init", required=True)
-    parser.add_argument("--data", type=Path, required=True, help="downscaled lab-layout folder")
+    parser.add_argument("--data", type=Path, required=True, help="downscaled set")
     parser.add_argument("--stats", type=Path, required=True, help="compute-stats JSON")
     parser.add_argument("--model-out", type=Path, required=True)
     parser.add_argument("--history-out", type=Path, required=True)
@@ -51,8 +54,13 @@ def main() -> None:
         seed=train.seed, num_workers=train.num_workers)
     console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
                   f"{len(data.validation)} validation, {len(data.test)} test images")
+    resume = ResumeFile(resume_path(args.model_out), fingerprint(
+        {"run": run_name(arch, init), "settings": asdict(settings), "train": as_dict(train),
+         "device": device.type},
+        [args.stats, *sorted(args.data.iterdir())]))
     started = time.perf_counter()
-    result = fit(model, data, settings, device)
+    result = fit(model, data, settings, device, resume.load(),
+                 on_epoch=lambda result, optimizer: resume.save(result, model, optimizer))
     best = result.history[result.best_epoch - 1]
     save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
                     num_class=NUM_CLASS, epoch=result.best_epoch, phase=best.phase,
@@ -61,6 +69,7 @@ def main() -> None:
                     params={"train": as_dict(train), "data": as_dict(params.data)})
     write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
         index=False, float_format="%.4f"))
+    resume.remove()
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
                   f" chose epoch {result.best_epoch} ({best.phase}) on validation kappa "
                   f"{best.val_kappa:.3f}; its test accuracy {best.acc_test:.1f} %")

@@ -11,8 +11,8 @@ import torch
 import yaml
 from torchvision import models as tv_models
 
-from retino.layout import IMAGE_FOLDER, read_layout
-from retino.preprocess import downscale_folder
+from retino.prepare import prepare_downscaled
+from retino.sources import read_source
 from retino.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,17 +34,19 @@ def tiny_params() -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """A 30-patient synthetic set, downscaled to 32 px, in the lab layout."""
+def tiny_raw(tmp_path_factory) -> Path:
+    """A 30-patient synthetic set of JPEG photos in the lab layout."""
     raw = tmp_path_factory.mktemp("raw")
     write_dataset(raw, patients=30, canvas_height=64, test_fraction=0.3, seed=7, workers=1)
-    small = tmp_path_factory.mktemp("downscaled")
-    splits = read_layout(raw)
-    names = [n for s in splits.values() for n in s.names]
-    downscale_folder(names, raw / IMAGE_FOLDER, small / IMAGE_FOLDER, 32, workers=1)
-    for mode in ("train", "test"):
-        for kind in ("img", "label"):
-            (small / f"{mode}_{kind}.csv").write_bytes((raw / f"{mode}_{kind}.csv").read_bytes())
+    return raw
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tiny_raw, tmp_path_factory) -> Path:
+    """``tiny_raw`` downscaled to 32 px: the four CSVs plus train.npy and test.npy."""
+    source = read_source("synthetic", tiny_raw, resplit=False, test_fraction=0.3, seed=0)
+    small = tmp_path_factory.mktemp("downscaled") / "set"
+    prepare_downscaled(source, small, 32, workers=1, on_bad_input="stop")
     return small
 
 

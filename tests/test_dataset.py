@@ -1,45 +1,89 @@
 import numpy as np
 import pytest
 import torch
+from torchvision import transforms
 
-from retino.dataset import RetinopathyLoader, load_train_data
+from retino.arrays import array_path
+from retino.dataset import RetinopathyLoader
+from retino.inputs import ImageArray, ToModel, load_train_data, random_flips
 from retino.layout import patient_of, read_split
+from retino.problems import DataError
 from tests.conftest import rgb_pixels
 
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
+CPU = torch.device("cpu")
 
 
-def test_lab_call_counts_every_row(tiny_dataset, monkeypatch):
-    monkeypatch.chdir(tiny_dataset.parent)
-    loader = RetinopathyLoader(img_path=tiny_dataset / "data", mode="train", mean=MEAN, std=STD)
-    rows = (tiny_dataset / "train_img.csv").read_text().splitlines()
+def test_lab_call_counts_every_row(tiny_raw, monkeypatch):
+    monkeypatch.chdir(tiny_raw)
+    loader = RetinopathyLoader(img_path="data", mode="train", mean=MEAN, std=STD)
+    rows = (tiny_raw / "train_img.csv").read_text().splitlines()
     assert len(loader) == len(rows)
     assert loader.img_name[0] == rows[0]
     image, label = loader[0]
-    assert image.shape == (3, 32, 32) and image.dtype == torch.float32
-    assert isinstance(label, int) and label == int((tiny_dataset / "train_label.csv")
+    height, width = rgb_pixels(tiny_raw / "data" / f"{rows[0]}.jpeg").shape[:2]
+    assert image.shape == (3, height, width) and image.dtype == torch.float32
+    assert isinstance(label, int) and label == int((tiny_raw / "train_label.csv")
                                                    .read_text().split()[0])
 
 
-def test_test_mode_is_tensor_then_normalised_and_never_augmented(tiny_dataset):
-    loader = RetinopathyLoader(tiny_dataset / "data", "test", mean=MEAN, std=STD)
-    expected = (torch.from_numpy(rgb_pixels(tiny_dataset / "data" / f"{loader.names[0]}.jpeg"))
-                .permute(2, 0, 1).float() / 255.0 - torch.tensor(MEAN)[:, None, None]) \
-        / torch.tensor(STD)[:, None, None]
+def test_test_mode_is_tensor_then_normalised_and_never_augmented(tiny_raw):
+    loader = RetinopathyLoader(tiny_raw / "data", "test", mean=MEAN, std=STD)
+    expected = transforms.Normalize(MEAN, STD)(
+        torch.from_numpy(rgb_pixels(tiny_raw / "data" / f"{loader.names[0]}.jpeg"))
+        .permute(2, 0, 1).float() / 255.0)
     for _ in range(5):
         torch.testing.assert_close(loader[0][0], expected)
 
 
-def test_train_mode_flips(tiny_dataset):
-    loader = RetinopathyLoader(tiny_dataset / "data", "train", mean=MEAN, std=STD)
+def test_train_mode_flips(tiny_raw):
+    loader = RetinopathyLoader(tiny_raw / "data", "train", mean=MEAN, std=STD)
     torch.manual_seed(0)
     views = {tuple(loader[0][0].flatten()[:50].tolist()) for _ in range(30)}
     assert len(views) == 4  # identity, horizontal, vertical, both
 
 
-def test_missing_stats_file_says_how_to_make_it(tiny_dataset, tmp_path):
+def test_missing_stats_file_says_how_to_make_it(tiny_raw, tmp_path):
     with pytest.raises(FileNotFoundError, match="dvc repro compute-stats"):
-        RetinopathyLoader(tiny_dataset / "data", "test", stats_file=tmp_path / "none.json")
+        RetinopathyLoader(tiny_raw / "data", "test", stats_file=tmp_path / "none.json")
+
+
+def test_arrays_hold_the_csv_rows_in_order(tiny_dataset):
+    images = ImageArray.from_split(tiny_dataset, "test")
+    stored = np.load(array_path(tiny_dataset, "test"))
+    assert len(images) == len(read_split(tiny_dataset, "test")) == len(stored)
+    pixels, label = images[3]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (32, 32, 3)
+    np.testing.assert_array_equal(pixels.numpy(), stored[3])
+    assert label == int(read_split(tiny_dataset, "test").labels[3])
+
+
+def test_device_normalisation_equals_to_tensor_then_normalize(tiny_dataset):
+    images = ImageArray.from_split(tiny_dataset, "train")
+    batch = torch.stack([images[i][0] for i in range(4)])
+    expected = torch.stack([transforms.Normalize(MEAN, STD)(transforms.ToTensor()(p.numpy()))
+                            for p in batch])
+    torch.testing.assert_close(ToModel(MEAN, STD, CPU)(batch), expected)
+
+
+def test_flips_are_the_four_views_and_repeat_with_the_seed():
+    image = torch.arange(3 * 4 * 4, dtype=torch.float32).view(1, 3, 4, 4)
+    views = [image[0], image[0].flip(2), image[0].flip(1), image[0].flip(1).flip(2)]
+    flipped = random_flips(image.repeat(32, 1, 1, 1), torch.Generator().manual_seed(1))
+    matches = [[i for i, view in enumerate(views) if torch.equal(f, view)] for f in flipped]
+    assert all(len(m) == 1 for m in matches)  # every output is one of the four views
+    assert {m[0] for m in matches} == {0, 1, 2, 3}  # and 32 draws meet all four
+    torch.testing.assert_close(flipped, random_flips(image.repeat(32, 1, 1, 1),
+                                                     torch.Generator().manual_seed(1)))
+
+
+def test_array_and_csv_disagreeing_is_an_error(tiny_dataset, tmp_path):
+    for name in ("test_img.csv", "test_label.csv"):
+        lines = (tiny_dataset / name).read_text().splitlines()[:-1]
+        (tmp_path / name).write_text("".join(f"{line}\n" for line in lines))
+    (tmp_path / "test.npy").write_bytes(array_path(tiny_dataset, "test").read_bytes())
+    with pytest.raises(DataError, match="test.npy holds .* images but its CSV lists"):
+        ImageArray.from_split(tmp_path, "test")
 
 
 def test_validation_holdout_is_by_patient(tiny_dataset):
@@ -48,5 +92,3 @@ def test_validation_holdout_is_by_patient(tiny_dataset):
     held = {patient_of(n) for n in data.validation.names}
     assert fit and held and not fit & held
     assert len(data.fit) + len(data.validation) == len(read_split(tiny_dataset, "train"))
-    assert data.fit_plain.names == data.fit.names
-    np.testing.assert_array_equal(data.fit_plain.labels, data.fit.labels)

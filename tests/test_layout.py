@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from retino.layout import DataError, read_layout, read_split
+from retino.layout import DataError, read_layout, read_split, read_split_rows
 
 
 def _write(folder, mode, names, labels):
@@ -39,5 +41,16 @@ def test_empty_split_and_missing_file(tmp_path):
 def test_image_in_both_splits_is_an_error(tmp_path):
     _write(tmp_path, "train", ["1_left", "2_left"], [0, 0])
     _write(tmp_path, "test", ["2_left"], [0])
-    with pytest.raises(DataError, match="in both train and test CSVs, e.g. '2_left'"):
+    with pytest.raises(DataError, match="test_img.csv: image '2_left' is also in the train"):
         read_layout(tmp_path)
+
+
+def test_row_problems_are_all_collected_with_the_usable_rows(tmp_path):
+    _write(tmp_path, "train", ["1_left", "1_right", "1_left", "", "2_left", "sub/2_right"],
+           [0, "x", 2, 0, 4, 1])
+    split, problems = read_split_rows(tmp_path, "train")
+    assert split.names == ["1_left", "2_left"] and split.labels.tolist() == [0, 4]
+    assert [(Path(p.file).name, p.row) for p in problems] == [
+        ("train_label.csv", 2), ("train_img.csv", 3), ("train_img.csv", 4),
+        ("train_img.csv", 6)]
+    assert "first at row 1" in problems[1].what

@@ -1,20 +1,26 @@
 import numpy as np
 import pytest
 
-from retino.layout import DataError, Split, image_path, read_split
-from retino.stats import channel_moments, class_weights, stats_document
-from tests.conftest import rgb_pixels
+from retino import arrays
+from retino.arrays import array_path, iter_chunks
+from retino.layout import DataError, Split, read_split
+from retino.stats import channel_moments, class_weights, leakage_document, stats_document
 
 
-def test_mean_std_equal_direct_numpy_computation(tiny_dataset):
-    train = read_split(tiny_dataset, "train")
-    paths = [image_path(tiny_dataset / "data", n) for n in train.names]
-    moments = channel_moments(paths)
+def _train_chunks(folder):
+    return iter_chunks(array_path(folder, "train"), len(read_split(folder, "train")))
+
+
+def test_mean_std_equal_direct_numpy_computation(tiny_dataset, monkeypatch):
+    monkeypatch.setattr(arrays, "CHUNK_BYTES", 5 * 32 * 32 * 3)  # 5 images per chunk
+    chunks = list(_train_chunks(tiny_dataset))
+    assert len(chunks) > 2 and {len(c) for c in chunks[:-1]} == {5}
+    moments = channel_moments(chunks)
     mean, std = moments.mean_std()
-    pixels = np.concatenate([rgb_pixels(p).reshape(-1, 3) for p in paths]) / 255.0
+    pixels = np.load(array_path(tiny_dataset, "train")).reshape(-1, 3) / 255.0
     np.testing.assert_allclose(mean, pixels.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, pixels.std(axis=0), rtol=1e-9)
-    assert moments.count == len(paths) * 32 * 32
+    assert moments.count == len(read_split(tiny_dataset, "train")) * 32 * 32
 
 
 def test_class_weights_formula_and_absent_class():
@@ -26,13 +32,20 @@ def test_class_weights_formula_and_absent_class():
 
 def test_stats_document_counts_and_baseline(tiny_dataset):
     splits = {m: read_split(tiny_dataset, m) for m in ("train", "test")}
-    paths = [image_path(tiny_dataset / "data", n) for n in splits["train"].names]
-    document = stats_document(channel_moments(paths), splits, 32)
+    document = stats_document(channel_moments(_train_chunks(tiny_dataset)), splits, 32)
     assert document["images"] == {m: len(s) for m, s in splits.items()}
     test_counts = np.bincount(splits["test"].labels, minlength=5)
     assert document["majority_baseline_test_accuracy"] == pytest.approx(
         100 * test_counts.max() / test_counts.sum())
     assert list(document["class_counts"]["test"].values()) == test_counts.tolist()
+    assert document["patient_leakage"]["test_images_with_other_eye_in_train"] == 0
+
+
+def test_leakage_counts_test_images_whose_other_eye_is_in_train():
+    train = Split(["1_left", "2_left", "2_right", "3_left"], np.zeros(4, dtype=np.int64))
+    test = Split(["1_right", "3_right", "4_left", "4_right"], np.zeros(4, dtype=np.int64))
+    leakage = leakage_document({"train": train, "test": test})
+    assert leakage == {"test_images_with_other_eye_in_train": 2, "percent_of_test": 50.0}
 
 
 def test_empty_train_split_is_an_error():

@@ -4,12 +4,15 @@ import pytest
 import torch
 from torch import nn
 
-from retino.dataset import load_train_data
+from retino import device as device_module
+from retino import inputs, training
 from retino.device import autocast, memory_format, resolve_device
+from retino.inputs import ToModel, load_train_data
 from retino.models import backbone_features, build_model
 from retino.params import ParamsError
-from retino.training import (PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings, _Recorder,
-                             feature_extraction_phase, fit, image_phase, make_criterion)
+from retino.resume import ResumeFile
+from retino.training import (PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings, _Recorder, fit,
+                             image_run, make_criterion, train_phase)
 
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
 CPU = torch.device("cpu")
@@ -37,16 +40,17 @@ def data(tiny_dataset):
 def test_feature_extraction_changes_only_fc(torch_home, data):
     model = build_model("resnet18", pretrained=True)
     before = _snapshot(model)
-    recorder = _Recorder(model)
-    feature_extraction_phase(model, data, _settings(), CPU, recorder)
+    result = fit(model, data, _settings(epochs=(1, 0)), CPU)  # the feature phase alone
     assert _changed(before, model) == {"fc.weight", "fc.bias"}  # BN statistics too stay put
-    assert [r.phase for r in recorder.result.history] == [PHASE_FEATURES]
+    assert [r.phase for r in result.history] == [PHASE_FEATURES]
 
 
 def test_fine_tuning_changes_the_backbone(torch_home, data):
     model = build_model("resnet18", pretrained=True)
     before = _snapshot(model)
-    image_phase(model, data, _settings(), CPU, _Recorder(model), PHASE_FINE_TUNING, 1)
+    settings = _settings()
+    train_phase(image_run(model, data, settings, CPU), PHASE_FINE_TUNING, range(1), settings,
+                _Recorder(model), nn.CrossEntropyLoss(), lambda result, optimizer: None)
     changed = _changed(before, model)
     assert {"conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight", "fc.weight"} <= changed
     assert all(p.requires_grad for p in model.parameters())
@@ -54,8 +58,8 @@ def test_fine_tuning_changes_the_backbone(torch_home, data):
 
 def test_stored_features_give_the_frozen_backbone_gradients(torch_home, data):
     model = build_model("resnet18", pretrained=True).eval()
-    images, labels = zip(*(data.fit_plain[i] for i in range(8)))
-    images, labels = torch.stack(images), torch.tensor(labels)
+    pixels, labels = zip(*(data.fit[i] for i in range(8)))
+    images, labels = ToModel(MEAN, STD, CPU)(torch.stack(pixels)), torch.tensor(labels)
     criterion = nn.CrossEntropyLoss()
     with torch.no_grad():
         stored = backbone_features(model, images)
@@ -119,3 +123,64 @@ def test_gpu_speed_settings_are_selected_by_device():
         cuda_autocast = autocast(torch.device("cuda"))
     assert isinstance(cuda_autocast, torch.autocast) and cuda_autocast.fast_dtype == torch.bfloat16
     assert not isinstance(autocast(CPU), torch.autocast)
+
+
+def test_gpu_input_path_runs_on_cpu_in_bf16_and_channels_last(data, monkeypatch):
+    """The CUDA branch of every device switch, exercised on the CPU: bf16 autocast in
+    the loop and channels_last batches straight from the uint8 NHWC arrays."""
+    monkeypatch.setattr(training, "autocast",
+                        lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(inputs, "memory_format", lambda device: torch.channels_last)
+    monkeypatch.setattr(training, "memory_format", lambda device: torch.channels_last)
+    pixels = torch.stack([data.fit[i][0] for i in range(4)])
+    batch = ToModel(MEAN, STD, CPU)(pixels)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    torch.manual_seed(0)
+    result = fit(build_model("resnet18", pretrained=False), data,
+                 _settings("scratch", epochs=(1, 1)), CPU)
+    assert len(result.history) == 2
+    assert all(torch.isfinite(v).all() for v in result.best_state.values() if v.is_floating_point())
+    assert device_module.memory_format(torch.device("cuda")) == torch.channels_last
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _run(data, settings, resume_file=None, stop_after=None):
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=settings.init == "pretrained")
+
+    def on_epoch(result, optimizer):
+        if resume_file:
+            resume_file.save(result, model, optimizer)
+        if stop_after == len(result.history):
+            raise Interrupted  # as a Ctrl-C right after this epoch's state is saved
+
+    point = resume_file.load() if resume_file else None
+    result = fit(model, data, settings, CPU, point, on_epoch)
+    return result, _snapshot(model)
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])  # inside feature extraction; inside fine-tuning
+def test_resumed_run_ends_exactly_like_an_uninterrupted_one(torch_home, data, tmp_path,
+                                                             stop_after):
+    settings = _settings(epochs=(2, 2))
+    whole, whole_weights = _run(data, settings)
+    resume_file = ResumeFile(tmp_path / "run.resume.pt", "fingerprint-a")
+    with pytest.raises(Interrupted):
+        _run(data, settings, resume_file, stop_after=stop_after)
+    resumed, resumed_weights = _run(data, settings, resume_file)
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    for key, value in whole_weights.items():
+        assert torch.equal(value, resumed_weights[key]), key
+    for key, value in whole.best_state.items():
+        assert torch.equal(value, resumed.best_state[key]), key
+
+
+def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
+    settings = _settings("scratch", epochs=(1, 1))
+    with pytest.raises(Interrupted):
+        _run(data, settings, ResumeFile(tmp_path / "r.pt", "settings-a"), stop_after=1)
+    assert ResumeFile(tmp_path / "r.pt", "settings-a").load() is not None
+    assert ResumeFile(tmp_path / "r.pt", "settings-b").load() is None

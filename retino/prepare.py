@@ -1,0 +1,85 @@
+"""The downscaled set the networks train on: checked splits plus one uint8 array per split.
+
+``data/downscaled/`` holds the lab's four headerless CSVs of the split in use and
+``train.npy``/``test.npy`` with the downscaled images in CSV order. Bad inputs are
+found in three passes of rising cost: CSV rows, then missing or empty files, then
+images that fail to decode; with ``data.on_bad_input: stop`` the first pass that
+finds any stops the stage before the next, more expensive one starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from retino.arrays import ArrayWriter, array_path
+from retino.layout import MODES, Split, image_path, write_split
+from retino.preprocess import downscale_job, file_problem, ordered_map
+from retino.problems import DataError, Problem, stop_on
+from retino.sources import SourceData
+
+
+def missing_files(image_folder: Path, splits: dict[str, Split]
+                  ) -> tuple[dict[str, Split], list[Problem]]:
+    """Leave out listed images that are missing or empty; a problem for each."""
+    kept, problems = {}, []
+    for mode, split in splits.items():
+        keep = []
+        for index, name in enumerate(split.names):
+            path = image_path(image_folder, name)
+            problem = file_problem(path)
+            if problem:
+                problems.append(Problem(str(path), None, problem))
+            else:
+                keep.append(index)
+        kept[mode] = split.subset(np.array(keep, dtype=np.int64))
+    return kept, problems
+
+
+def write_images(paths: list[Path], target: Path, size: int, workers: int,
+                 on_image: Callable[[], None]) -> tuple[list[int], list[Problem]]:
+    """Downscale ``paths`` into the array file ``target``; (written indices, problems)."""
+    written, problems = [], []
+    with open(target, "wb") as f:
+        writer = ArrayWriter(f, size)
+        results = ordered_map(downscale_job, ((path, size) for path in paths), workers)
+        for index, (path, result) in enumerate(zip(paths, results)):
+            if isinstance(result, str):
+                problems.append(Problem(str(path), None, result))
+            else:
+                writer.append(result)
+                written.append(index)
+            on_image()
+        writer.finish()
+    return written, problems
+
+
+def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
+                       on_bad_input: str, on_image: Callable[[], None] = lambda: None
+                       ) -> tuple[dict[str, Split], list[Problem]]:
+    """Write the downscaled set into the (new, empty) folder ``out``.
+
+    Returns the splits as written and every input left out. With ``stop``, any
+    problem raises ``DataError`` and ``out`` should be discarded by the caller.
+    """
+    stop_on(source.problems, on_bad_input)
+    splits, problems = missing_files(source.image_folder, source.splits)
+    stop_on(problems, on_bad_input)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for mode in MODES:
+        split = splits[mode]
+        paths = [image_path(source.image_folder, name) for name in split.names]
+        kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image)
+        written[mode] = split.subset(np.array(kept, dtype=np.int64))
+        problems += failed
+    stop_on(problems, on_bad_input)
+    for mode, split in written.items():
+        if len(split) == 0:
+            raise DataError(f"{source.image_folder}: no usable {mode} images left after "
+                            f"leaving out {len(source.problems) + len(problems)} bad input(s)")
+    for mode in MODES:
+        write_split(out, mode, written[mode])
+    return written, source.problems + problems

@@ -1,0 +1,56 @@
+"""Bad input found in the data, and the ``data.on_bad_input`` policy that settles it.
+
+Every problem names its file (and CSV row where there is one) and what is wrong.
+With ``stop`` (the default) the stage ends with all problems in one message; with
+``skip`` the affected images are left out and listed in a git-tracked report, so a
+run never trains on less data without saying so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from typing import Sequence
+
+REPORT_COLUMNS = ("file", "row", "problem")
+SHOWN = 12  # problems quoted in a stop message; the rest are counted
+
+
+class DataError(ValueError):
+    """The data on disk is not what the pipeline can use; the message says where."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One unusable input: ``row`` is the 1-based CSV line, None for image files."""
+
+    file: str
+    row: int | None
+    what: str
+
+    def __str__(self) -> str:
+        where = self.file if self.row is None else f"{self.file} row {self.row}"
+        return f"{where}: {self.what}"
+
+
+def stop_on(problems: Sequence[Problem], on_bad_input: str) -> None:
+    """Raise one ``DataError`` listing ``problems`` unless the policy is ``skip``."""
+    if not problems or on_bad_input == "skip":
+        return
+    lines = [str(p) for p in problems[:SHOWN]]
+    if len(problems) > SHOWN:
+        lines.append(f"... and {len(problems) - SHOWN} more")
+    raise DataError(f"{len(problems)} bad input(s):\n  " + "\n  ".join(lines) +
+                    "\nfix them, or set data.on_bad_input: skip in params.yaml to leave "
+                    "them out (they are then listed in metrics/skipped_inputs.csv)")
+
+
+def report_csv(problems: Sequence[Problem]) -> str:
+    """The skipped-inputs report: one row per problem, header always present."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(REPORT_COLUMNS)
+    for p in problems:
+        writer.writerow([p.file, "" if p.row is None else p.row, p.what])
+    return out.getvalue()

@@ -1,0 +1,90 @@
+"""Where the photos come from: ``data.source`` picks one of three folders.
+
+* ``synthetic`` -> ``data/synthetic``, made by the synthesize stage (lab layout);
+* ``lab``       -> ``data/lab``: the lab's ``data/<name>.jpeg`` plus its four
+  headerless CSVs (see ``retino.layout``); its split is per image, so the
+  other eye of most test patients is in train; ``data.resplit: true`` replaces
+  it with a patient-level split;
+* ``kaggle``    -> ``data/kaggle``: Kaggle's ``train/<name>.jpeg`` plus
+  ``trainLabels.csv`` (header ``image,level``); there is no test split, so one is
+  always made here, by patient.
+
+Patient-level splits are stratified by each patient's worse eye, with
+``data.test_fraction`` of the patients in test and ``data.split_seed`` fixing
+the draw.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retino.layout import IMAGE_FOLDER, Split, check_rows, read_layout_rows
+from retino.params import SOURCES
+from retino.problems import DataError, Problem
+from retino.splits import patient_split
+
+KAGGLE_LABELS = "trainLabels.csv"
+KAGGLE_IMAGES = "train"
+KAGGLE_HEADER = ["image", "level"]
+
+
+def source_folder(source: str) -> Path:
+    """The folder each source lives in, relative to the project root."""
+    if source not in SOURCES:
+        raise DataError(f"data.source = {source!r}: must be one of: {', '.join(SOURCES)}")
+    return Path("data") / source
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """The splits to train and test on, where their images are, what was left out."""
+
+    image_folder: Path
+    splits: dict[str, Split]
+    problems: list[Problem]
+    resplit: bool  # True: the split was made here, by patient
+
+
+def read_kaggle_labels(path: Path) -> tuple[Split, list[Problem]]:
+    """Rows of Kaggle's ``trainLabels.csv``; ``row`` numbers count the header as row 1."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; the kaggle source needs Kaggle's "
+                        f"{KAGGLE_LABELS} beside the {KAGGLE_IMAGES}/ image folder")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    if not rows or [cell.strip() for cell in rows[0]] != KAGGLE_HEADER:
+        found = rows[0] if rows else "nothing"
+        raise DataError(f"{path} row 1: expected the header image,level, found {found}")
+    if len(rows) == 1:
+        raise DataError(f"{path}: no images listed below the header")
+    numbered = list(enumerate(rows[1:], start=2))
+    problems = [Problem(str(path), number, f"expected 2 columns (image,level), found "
+                        f"{len(row)}") for number, row in numbered if len(row) != 2]
+    good = [(number, row) for number, row in numbered if len(row) == 2]
+    split, row_problems = check_rows([row[0].strip() for _, row in good],
+                                     [row[1].strip() for _, row in good], path, path,
+                                     row_numbers=[number for number, _ in good])
+    return split, sorted(problems + row_problems, key=lambda p: p.row or 0)
+
+
+def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
+                seed: int) -> SourceData:
+    """Read ``folder`` as ``source`` and return the splits to use (CSV checks only)."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found for data.source = {source!r}"
+                        + ("; run `dvc repro synthesize`" if source == "synthetic" else
+                           "; see README 'Real data' for what goes there"))
+    if source == "kaggle":
+        everything, problems = read_kaggle_labels(folder / KAGGLE_LABELS)
+        splits = patient_split(everything.names, everything.labels, test_fraction, seed)
+        return SourceData(folder / KAGGLE_IMAGES, splits, problems, resplit=True)
+    splits, problems = read_layout_rows(folder)
+    if resplit:
+        names = splits["train"].names + splits["test"].names
+        labels = np.concatenate([splits["train"].labels, splits["test"].labels])
+        splits = patient_split(names, labels, test_fraction, seed)
+    return SourceData(folder / IMAGE_FOLDER, splits, problems, resplit=resplit)
