@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.conftest import ROOT, tiny_params
@@ -109,3 +114,58 @@ def test_plots_diff_writes_html_with_the_plots(repo):
     assert "test accuracy per epoch" in html
     assert "resnet50-scratch confusion (test)" in html
     assert "resnet18.png" in html
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+def _interrupt(repo: Path, stage: str, resume_file: Path, sig: int) -> str:
+    """Run ``dvc repro -f <stage>`` and, as soon as it has saved a new resume state,
+    send ``sig`` to its whole process group (as a terminal's Ctrl-C does)."""
+    before = _mtime(resume_file)
+    process = subprocess.Popen(["dvc", "repro", "-f", stage], cwd=repo, env=repo_env(repo),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout))
+    reader.start()
+    while process.poll() is None and _mtime(resume_file) in (before, None):
+        time.sleep(0.005)
+    assert process.poll() is None, "the stage finished before it could be interrupted"
+    os.killpg(process.pid, sig)
+    process.wait(timeout=120)
+    reader.join(timeout=10)
+    return "".join(output)
+
+
+def _resumed_after(output: str) -> int:
+    return int(re.search(r"resuming after epoch (\d+)", output).group(1))
+
+
+def test_interrupted_training_resumes_and_ends_as_if_never_stopped(repo):
+    params_file = repo / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"]["epochs_fine_tuning"] = 4  # scratch: 5 epochs, time to interrupt
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    stage, name = "train@resnet18-scratch", "resnet18-scratch"
+    run(repo, "dvc", "repro", stage)
+    history = (repo / "plots" / "history" / f"{name}.csv").read_text()
+    weights = _weights(repo / "models" / f"{name}.pt")
+    resume_file = repo / "models" / f"{name}.resume.pt"
+    assert not resume_file.exists()  # removed once the stage has finished
+
+    _interrupt(repo, stage, resume_file, signal.SIGINT)  # Ctrl-C
+    assert resume_file.is_file() and not (repo / "models" / f"{name}.pt").exists()
+    first = _resumed_after(_interrupt(repo, stage, resume_file, signal.SIGKILL))  # killed
+    output = run(repo, "dvc", "repro", stage)  # DVC sees the missing outputs by itself
+    assert 1 <= first < _resumed_after(output) < 5 and ran_stages(output) == {stage}
+    assert (repo / "plots" / "history" / f"{name}.csv").read_text() == history
+    resumed = _weights(repo / "models" / f"{name}.pt")
+    assert resumed.keys() == weights.keys()
+    assert all(torch.equal(resumed[key], weights[key]) for key in weights)
+    assert not resume_file.exists()
