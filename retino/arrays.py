@@ -21,7 +21,7 @@ import numpy as np
 
 from retino.problems import DataError
 
-CHUNK_BYTES = 16 * 2**20  # read size for streaming passes
+CHUNK_BYTES = 4 * 2**20  # read size of streaming passes: bounds their memory
 
 
 def array_path(folder: str | Path, mode: str) -> Path:

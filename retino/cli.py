@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from retino.layout import DataError
-from retino.models import WeightsUnavailable
 from retino.params import ParamsError
+from retino.problems import DataError, WeightsUnavailable
 from retino.progress import console
 
 USER_ERRORS = (ParamsError, DataError, WeightsUnavailable, FileNotFoundError)

@@ -17,13 +17,10 @@ from torchvision import models as tv_models
 
 from retino import NUM_CLASS
 from retino.params import check_arch
+from retino.problems import WeightsUnavailable
 
 BUILDERS = {"resnet18": tv_models.resnet18, "resnet50": tv_models.resnet50}
 WEIGHT_ENUMS = {"resnet18": tv_models.ResNet18_Weights, "resnet50": tv_models.ResNet50_Weights}
-
-
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights were asked for but cannot be found or downloaded."""
 
 
 def weights_enum(arch: str, name: str = "IMAGENET1K_V1") -> tv_models.WeightsEnum:
