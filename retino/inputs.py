@@ -40,9 +40,22 @@ class ImageArray(Dataset):
         return len(self.rows)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self._mapped()[self.rows[index]])), int(self.labels[index])
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch in one read, already collated (see ``collate``)."""
+        images = np.take(self._mapped(), self.rows[indices], axis=0)
+        return torch.from_numpy(images), torch.from_numpy(self.labels[indices])
+
+    @staticmethod
+    def collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The DataLoader's ``collate_fn``: ``__getitems__`` already made the batch."""
+        return batch
+
+    def _mapped(self) -> np.ndarray:
         if self._images is None:
             self._images = np.load(self.path, mmap_mode="r")
-        return torch.from_numpy(np.array(self._images[self.rows[index]])), int(self.labels[index])
+        return self._images
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_images": None}  # workers map the file themselves
@@ -61,38 +74,72 @@ class ImageArray(Dataset):
                           [self.names[i] for i in indices])
 
 
-class ToModel:
-    """uint8 ``N x H x W x 3`` batches -> normalised float ``N x 3 x H x W`` on ``device``."""
+BUFFERED_SHAPES = 3  # a full batch, an epoch's last partial batch, a scoring batch
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device):
+
+class ToModel:
+    """uint8 ``N x H x W x 3`` batches -> normalised float ``N x 3 x H x W`` on ``device``.
+
+    Per image, flipping, the uint8 -> float conversion and the change of layout
+    happen in one copy, and the normalisation runs in place while the image is
+    still in cache. On the CPU the result is
+    written into one of two buffers that take turns (allocations over 32 MiB come
+    fresh from the kernel every time, and touching new pages costs more than the
+    conversion itself): a returned batch stays valid until two more batches of the
+    same shape have been prepared, which is how the training and scoring loops use it.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
+                 reuse_buffers: bool | None = None):
         self.device = device
-        # (x / 255 - mean) / std, folded into one multiply-add on the 0..255 scale
-        scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32))
-        self.scale = scale.view(1, 3, 1, 1).to(device)
+        # CUDA's caching allocator already reuses memory; on the CPU two buffers do
+        self.reuse_buffers = device.type == "cpu" if reuse_buffers is None else reuse_buffers
+        # (x / 255 - mean) / std  ==  x * scale + shift, on the 0..255 scale
+        scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.scale = scale.to(device)
         self.shift = (-torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-                      * 255.0 * scale.view(1, 3, 1, 1)).to(device)
+                      * 255.0 * scale).to(device)
+        self._buffers: dict[torch.Size, list[torch.Tensor]] = {}
 
     def __call__(self, batch: torch.Tensor, flips: torch.Generator | None = None) -> torch.Tensor:
         """Normalise ``batch``; with a ``flips`` generator, flip each image at random
-        horizontally and vertically (independently, p = 0.5 each)."""
+        left-right and upside down (independently, p = 0.5 each)."""
         images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        images = images.float() * self.scale + self.shift
-        if flips is not None:
-            images = random_flips(images, flips)
-        return images.contiguous(memory_format=memory_format(self.device))
+        horizontal, vertical = flip_draws(len(images), flips)
+        out = self._output(images.shape)
+        scale, shift = self.scale[0], self.shift[0]
+        for index, image in enumerate(images):  # image by image: each stays in cache
+            if horizontal[index]:
+                image = image.flip(2)
+            if vertical[index]:
+                image = image.flip(1)
+            out[index].copy_(image).mul_(scale).add_(shift)
+        return out
+
+    def _output(self, shape: torch.Size) -> torch.Tensor:
+        if not self.reuse_buffers:
+            return torch.empty(shape, device=self.device,
+                               memory_format=memory_format(self.device))
+        pair = self._buffers.pop(shape, None) or [torch.empty(shape) for _ in range(2)]
+        pair.reverse()
+        self._buffers[shape] = pair  # most recently used last
+        while len(self._buffers) > BUFFERED_SHAPES:
+            self._buffers.pop(next(iter(self._buffers)))
+        return pair[0]
 
 
-def random_flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Each image mirrored left-right and/or upside down, decided by ``generator`` (CPU).
+def flip_draws(count: int, generator: torch.Generator | None) -> tuple[list[bool], list[bool]]:
+    """Which of ``count`` images to mirror left-right, and which upside down.
 
     The lab's two augmentations: a mirrored left eye looks like a right eye, and
     EyePACS holds photos taken upside down. Drawing on a CPU generator seeded per
-    epoch keeps training reproducible and resumable on any device.
+    epoch keeps training reproducible and resumable on any device. No generator:
+    no flips.
     """
-    draws = torch.rand(2, images.shape[0], generator=generator) < 0.5
-    horizontal, vertical = (d.to(images.device).view(-1, 1, 1, 1) for d in draws)
-    images = torch.where(horizontal, images.flip(3), images)
-    return torch.where(vertical, images.flip(2), images)
+    if generator is None:
+        return [False] * count, [False] * count
+    horizontal, vertical = (torch.rand(2, count, generator=generator) < 0.5).tolist()
+    return horizontal, vertical
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from retino.device import autocast, memory_format
-from retino.inputs import ToModel, TrainData
+from retino.inputs import ImageArray, ToModel, TrainData
 from retino.metrics import accuracy_percent, quadratic_weighted_kappa
 from retino.models import backbone_features, set_backbone_trainable
 from retino.progress import console, epoch_bar
@@ -91,11 +91,14 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
                 device: torch.device) -> DataLoader:
-    """A DataLoader; a shuffling one carries a generator that ``reseed`` sets per epoch."""
+    """A DataLoader; a shuffling one carries a generator that ``reseed`` sets per epoch.
+
+    Image arrays deliver whole batches themselves (one read per batch, no stacking)."""
     generator = torch.Generator() if shuffle else None
+    collate = ImageArray.collate if isinstance(dataset, ImageArray) else None
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=num_workers > 0)
+                      num_workers=num_workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
 
 def reseed(loader: DataLoader, seed: int, epoch: int) -> None:

@@ -5,7 +5,7 @@ from torchvision import transforms
 
 from retino.arrays import array_path
 from retino.dataset import RetinopathyLoader
-from retino.inputs import ImageArray, ToModel, load_train_data, random_flips
+from retino.inputs import ImageArray, ToModel, load_train_data
 from retino.layout import patient_of, read_split
 from retino.problems import DataError
 from tests.conftest import rgb_pixels
@@ -67,14 +67,28 @@ def test_device_normalisation_equals_to_tensor_then_normalize(tiny_dataset):
 
 
 def test_flips_are_the_four_views_and_repeat_with_the_seed():
-    image = torch.arange(3 * 4 * 4, dtype=torch.float32).view(1, 3, 4, 4)
-    views = [image[0], image[0].flip(2), image[0].flip(1), image[0].flip(1).flip(2)]
-    flipped = random_flips(image.repeat(32, 1, 1, 1), torch.Generator().manual_seed(1))
+    image = torch.arange(4 * 4 * 3, dtype=torch.uint8).view(1, 4, 4, 3)  # N x H x W x C
+    as_is = ToModel((0, 0, 0), (1 / 255,) * 3, CPU)  # scale 1, shift 0: values unchanged
+    chw = image[0].permute(2, 0, 1).float()
+    views = [chw, chw.flip(2), chw.flip(1), chw.flip(1).flip(2)]
+    flipped = as_is(image.repeat(32, 1, 1, 1), torch.Generator().manual_seed(1)).clone()
     matches = [[i for i, view in enumerate(views) if torch.equal(f, view)] for f in flipped]
     assert all(len(m) == 1 for m in matches)  # every output is one of the four views
     assert {m[0] for m in matches} == {0, 1, 2, 3}  # and 32 draws meet all four
-    torch.testing.assert_close(flipped, random_flips(image.repeat(32, 1, 1, 1),
-                                                     torch.Generator().manual_seed(1)))
+    again = as_is(image.repeat(32, 1, 1, 1), torch.Generator().manual_seed(1))
+    torch.testing.assert_close(flipped, again)
+    assert all(torch.equal(f, chw) for f in as_is(image.repeat(8, 1, 1, 1)))  # no generator
+
+
+def test_cpu_output_buffers_take_turns_and_never_alias_the_last_batch():
+    to_model = ToModel(MEAN, STD, CPU)
+    batches = [torch.full((2, 4, 4, 3), value, dtype=torch.uint8) for value in (10, 20, 30)]
+    first, second = to_model(batches[0]), to_model(batches[1])
+    assert first.data_ptr() != second.data_ptr()
+    expected_first = first.clone()
+    third = to_model(batches[2])
+    assert third.data_ptr() == first.data_ptr()  # reused two calls later, as documented
+    torch.testing.assert_close(to_model(batches[0]), expected_first)
 
 
 def test_array_and_csv_disagreeing_is_an_error(tiny_dataset, tmp_path):

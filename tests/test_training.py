@@ -133,8 +133,9 @@ def test_gpu_input_path_runs_on_cpu_in_bf16_and_channels_last(data, monkeypatch)
     monkeypatch.setattr(inputs, "memory_format", lambda device: torch.channels_last)
     monkeypatch.setattr(training, "memory_format", lambda device: torch.channels_last)
     pixels = torch.stack([data.fit[i][0] for i in range(4)])
-    batch = ToModel(MEAN, STD, CPU)(pixels)
+    batch = ToModel(MEAN, STD, CPU, reuse_buffers=False)(pixels)  # the CUDA branch
     assert batch.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(batch, ToModel(MEAN, STD, CPU)(pixels))
     torch.manual_seed(0)
     result = fit(build_model("resnet18", pretrained=False), data,
                  _settings("scratch", epochs=(1, 1)), CPU)
