@@ -16,6 +16,12 @@ def test_project_params_file_is_valid():
     ("train", "device", "gpu", "auto, cpu, cuda"),
     ("data", "image_size", -32, "integer > 0"),
     ("train", "validation_fraction", 1.5, "between 0 and 1"),
+    ("train", "epochs_feature_extraction", -1, "integer > 0"),
+    ("evaluate", "batch_size", 0, "integer > 0"),
+    ("data", "source", "eyepacs", "synthetic, lab, kaggle"),
+    ("data", "on_bad_input", "ignore", "stop, skip"),
+    ("data", "resplit", "no", "true or false"),
+    ("data", "test_fraction", 0, "between 0 and 1"),
 ])
 def test_bad_value_names_key_value_and_allowed(section, key, value, allowed):
     raw = project_params()

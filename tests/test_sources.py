@@ -173,3 +173,12 @@ def test_switching_to_kaggle_is_one_param(tiny_raw, tmp_path):
     splits = read_layout(tmp_path / "data" / "downscaled")
     assert patient_leakage(splits["train"].names, splits["test"].names) == 0
     assert len(np.load(array_path(tmp_path / "data" / "downscaled", "test"))) == len(splits["test"])
+
+
+def test_a_missing_source_folder_says_what_belongs_there(tmp_path):
+    with pytest.raises(DataError, match="nope: folder not found for data.source = 'lab'; "
+                                        "see README 'Real data'"):
+        read_source("lab", tmp_path / "nope", False, 0.2, 0)
+    (tmp_path / "kaggle").mkdir()
+    with pytest.raises(DataError, match="trainLabels.csv: file not found"):
+        read_source("kaggle", tmp_path / "kaggle", False, 0.2, 0)
