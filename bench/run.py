@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,9 +42,8 @@ from PIL import Image  # noqa: E402
 from torch import nn  # noqa: E402
 from torchvision import models as tv_models  # noqa: E402
 
-from measure import ROOT, project_params, scratch_project  # noqa: E402
+from measure import ROOT, peak_rss_mib, project_params, scratch_project  # noqa: E402
 
-from retino.arrays import array_path  # noqa: E402
 from retino.dataset import FundusImages, image_transform  # noqa: E402
 from retino.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.inputs import ImageArray, ToModel  # noqa: E402
@@ -253,12 +251,12 @@ def train_step_worker(arch: str, device_name: str, size: int, batch: int, steps:
     synchronize()
     seconds = time.perf_counter() - started
     peak_mib = (torch.cuda.max_memory_allocated() if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+                else peak_rss_mib() * 2**20) / 2**20
     return {"arch": arch, "device": device_name, "size": size, "batch": batch,
             "steps": steps, "images_per_s": round(batch * steps / seconds, 1),
             "peak_memory_mib": round(peak_mib, 1),
             "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda"
-            else "process peak RSS"}
+            else "process peak resident memory (VmHWM)"}
 
 
 def train_step(arch: str, device: str, size: int, batch: int, steps: int) -> dict:
@@ -323,7 +321,7 @@ def run_all(mode: str, workers: int) -> dict:
                              for size in (512, default_size)]
         console.rule("feature-extraction phase")
         results["feature_phase"] = feature_phase(
-            array_path_folder(scratch / f"loader{default_size}", sizes["feature_images"],
+            downscaled_set(scratch / f"loader{default_size}", sizes["feature_images"],
                               default_size), "resnet18")
         console.rule("no-op dvc repro")
         results["noop_repro"] = noop_repro(scratch / "noop", sizes["noop_patients"])
@@ -338,7 +336,7 @@ def run_all(mode: str, workers: int) -> dict:
     return results
 
 
-def array_path_folder(folder: Path, images: int, size: int) -> Path:
+def downscaled_set(folder: Path, images: int, size: int) -> Path:
     """A downscaled set of ``images`` photos at ``size`` px (reused from the loader run when
     it is at least that large)."""
     arrays = folder / "arrays"

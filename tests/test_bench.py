@@ -1,0 +1,46 @@
+"""The benchmark harness itself, on tiny inputs, so that it cannot rot unnoticed."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+import measure  # noqa: E402
+import run as bench  # noqa: E402
+
+
+def test_both_input_paths_deliver_every_train_image(tmp_path):
+    result = bench.loader_speed(tmp_path, size=48, images=24, epochs=1, workers=0)
+    assert result["images"] >= 12  # the train split of 12 patients
+    assert result["lab_images_per_s"] > 0 and result["retino_images_per_s"] > 0
+    assert result["speedup"] == pytest.approx(
+        result["retino_images_per_s"] / result["lab_images_per_s"], rel=0.01)
+
+
+def test_train_step_worker_reports_speed_and_its_own_peak_memory():
+    result = bench.train_step_worker("resnet18", "cpu", size=32, batch=2, steps=1)
+    assert result["images_per_s"] > 0
+    # this test process imported torch: its high-water mark is hundreds of MiB
+    assert 100 < result["peak_memory_mib"] == pytest.approx(measure.peak_rss_mib(), abs=1)
+
+
+def test_targets_are_judged_in_the_right_direction():
+    results = {"loader_speedup_512": 4.9, "feature_phase_speedup": 25.0,
+               "noop_repro_seconds": 3.5, "train_step": []}
+    targets = bench.check_targets(results)
+    assert {name: t["met"] for name, t in targets.items()} == {
+        "loader_speedup_512": False, "feature_phase_speedup": True, "noop_repro_seconds": False}
+
+
+def test_run_measured_reports_a_child_peak_not_the_parent_one(tmp_path):
+    grow = "b = bytearray(200 * 2**20); import time; time.sleep(0.2)"
+    measured = measure.run_measured([sys.executable, "-c", grow], tmp_path)
+    assert 200 < measured.largest_process_peak_mib < 260
+    small = measure.run_measured([sys.executable, "-c", "import time; time.sleep(0.2)"],
+                                 tmp_path)
+    assert 0 < small.largest_process_peak_mib < 50  # not this torch-sized test process
