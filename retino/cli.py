@@ -1,9 +1,12 @@
-"""How stage scripts end: a user's mistake is one clear message, not a traceback."""
+"""How stage scripts end: a user's mistake is one clear message, not a traceback; a
+Ctrl-C during training always takes effect."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 from retino.params import ParamsError
 from retino.problems import DataError, WeightsUnavailable
@@ -19,3 +22,35 @@ def run_stage(main: Callable[[], None]) -> None:
     except USER_ERRORS as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+class Interrupts:
+    """Remembers Ctrl-C, so that ``check`` can act on one that Python swallowed.
+
+    Python turns SIGINT into a ``KeyboardInterrupt`` wherever the main thread is;
+    raised inside a finaliser (``__del__``, a weakref callback) it is only printed
+    and the program carries on. The handler here also records the signal, and the
+    train stage calls ``check`` after saving each epoch's resume state.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def catching_interrupts() -> Iterator[Interrupts]:
+    """Install an ``Interrupts`` handler for SIGINT for the duration of the block."""
+    interrupts = Interrupts()
+    previous = signal.signal(signal.SIGINT, interrupts.handle)
+    try:
+        yield interrupts
+    finally:
+        signal.signal(signal.SIGINT, previous)

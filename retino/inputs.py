@@ -4,8 +4,8 @@
 ``<mode>.npy`` of downscale-images; nothing is decoded per epoch. ``ToModel``
 turns a uint8 batch into what the network sees *on the device*: float, normalised
 with the train statistics, randomly flipped when training, in the device's memory
-format. A ``N x H x W x 3`` batch viewed as ``N x 3 x H x W`` already is
-channels_last, so the GPU gets its preferred layout without a copy.
+format. A ``N x H x W x 3`` batch viewed as ``N x 3 x H x W`` already has the
+channels_last layout, so on the GPU the conversion copies straight across.
 """
 
 from __future__ import annotations
@@ -82,11 +82,11 @@ class ToModel:
 
     Per image, flipping, the uint8 -> float conversion and the change of layout
     happen in one copy, and the normalisation runs in place while the image is
-    still in cache. On the CPU the result is
-    written into one of two buffers that take turns (allocations over 32 MiB come
-    fresh from the kernel every time, and touching new pages costs more than the
-    conversion itself): a returned batch stays valid until two more batches of the
-    same shape have been prepared, which is how the training and scoring loops use it.
+    still in cache. On the CPU the result goes into one of two buffers that take
+    turns (allocations over 32 MiB come fresh from the kernel every time, and
+    touching new pages costs more than the conversion itself): a returned batch
+    stays valid until two more batches of the same shape have been prepared, which
+    is how the training and scoring loops use it.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from retino.cli import run_stage
+from retino.cli import catching_interrupts, run_stage
 from retino import NUM_CLASS
 from retino.atomic import write_text
 from retino.checkpoints import save_checkpoint
@@ -19,7 +19,7 @@ from retino.models import build_model
 from retino.params import as_dict, check_arch, check_init, load_params, run_name
 from retino.progress import console
 from retino.resume import ResumeFile, fingerprint, resume_path
-from retino.training import TrainSettings, fit, history_rows
+from retino.training import TrainResult, TrainSettings, fit, history_rows
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,8 +59,13 @@ def main() -> None:
          "device": device.type},
         [args.stats, *sorted(args.data.iterdir())]))
     started = time.perf_counter()
-    result = fit(model, data, settings, device, resume.load(),
-                 on_epoch=lambda result, optimizer: resume.save(result, model, optimizer))
+
+    def epoch_done(result: TrainResult, optimizer: torch.optim.Optimizer) -> None:
+        resume.save(result, model, optimizer)
+        interrupts.check()  # a Ctrl-C that Python swallowed stops the run here
+
+    with catching_interrupts() as interrupts:
+        result = fit(model, data, settings, device, resume.load(), on_epoch=epoch_done)
     best = result.history[result.best_epoch - 1]
     save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
                     num_class=NUM_CLASS, epoch=result.best_epoch, phase=best.phase,

@@ -140,6 +140,7 @@ def _interrupt(repo: Path, stage: str, resume_file: Path, sig: int) -> str:
     os.killpg(process.pid, sig)
     process.wait(timeout=120)
     reader.join(timeout=10)
+    assert " done in " not in "".join(output), "the stage ran to its end despite the signal"
     return "".join(output)
 
 
@@ -159,8 +160,9 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(repo):
     resume_file = repo / "models" / f"{name}.resume.pt"
     assert not resume_file.exists()  # removed once the stage has finished
 
-    _interrupt(repo, stage, resume_file, signal.SIGINT)  # Ctrl-C
-    assert resume_file.is_file() and not (repo / "models" / f"{name}.pt").exists()
+    output = _interrupt(repo, stage, resume_file, signal.SIGINT)  # Ctrl-C
+    assert resume_file.is_file(), output
+    assert not (repo / "models" / f"{name}.pt").exists()
     first = _resumed_after(_interrupt(repo, stage, resume_file, signal.SIGKILL))  # killed
     output = run(repo, "dvc", "repro", stage)  # DVC sees the missing outputs by itself
     assert 1 <= first < _resumed_after(output) < 5 and ran_stages(output) == {stage}
