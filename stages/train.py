@@ -8,17 +8,19 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from retino.cli import catching_interrupts, run_stage
 from retino import NUM_CLASS
 from retino.atomic import write_text
 from retino.checkpoints import save_checkpoint
+from retino.cli import catching_interrupts, run_stage
 from retino.dataset import load_stats
-from retino.inputs import load_train_data
 from retino.device import configure_backends, resolve_device
+from retino.inputs import load_train_data
 from retino.models import build_model
-from retino.params import as_dict, check_arch, check_init, load_params, run_name
+from retino.params import (ArchParams, TrainParams, as_dict, check_arch, check_init,
+                           load_params, run_name)
 from retino.progress import console
 from retino.resume import ResumeFile, fingerprint, resume_path
+from retino.stats import DataStats
 from retino.training import TrainResult, TrainSettings, fit, history_rows
 
 
@@ -31,6 +33,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-out", type=Path, required=True)
     parser.add_argument("--history-out", type=Path, required=True)
     return parser.parse_args()
+
+
+def train_settings(train: TrainParams, arch_params: ArchParams, init: str,
+                   stats: DataStats) -> TrainSettings:
+    return TrainSettings(
+        init=init, epochs_feature_extraction=train.epochs_feature_extraction,
+        epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,
+        lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        class_weights=stats.class_weights if train.weighted_loss else None,
+        seed=train.seed, num_workers=train.num_workers)
 
 
 def main() -> None:
@@ -46,12 +58,7 @@ def main() -> None:
                         arch_params.weights_file)
     data = load_train_data(args.data, stats.mean, stats.std, train.validation_fraction,
                            train.seed)
-    settings = TrainSettings(
-        init=init, epochs_feature_extraction=train.epochs_feature_extraction,
-        epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,
-        lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
-        class_weights=stats.class_weights if train.weighted_loss else None,
-        seed=train.seed, num_workers=train.num_workers)
+    settings = train_settings(train, arch_params, init, stats)
     console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
                   f"{len(data.validation)} validation, {len(data.test)} test images")
     resume = ResumeFile(resume_path(args.model_out), fingerprint(
