@@ -104,9 +104,9 @@ def project_epoch(loader, to_model: ToModel, epoch: int) -> int:
 def loader_speed(folder: Path, size: int, images: int, epochs: int, workers: int) -> dict:
     """Images/s of both paths over the train split, alternating epochs, after a warm-up."""
     lab_folder, arrays = make_image_sets(folder, images, size)
-    split = read_split(lab_folder, "train")
-    lab = make_loader(FundusImages(lab_folder / IMAGE_FOLDER, split.names, split.labels,
-                                   image_transform("train", MEAN, STD)), 16, True, workers, CPU)
+    lab = make_loader(FundusImages.from_split(lab_folder, "train",
+                                              image_transform("train", MEAN, STD)),
+                      16, True, workers, CPU)
     project = make_loader(ImageArray.from_split(arrays, "train"), 16, True, workers, CPU)
     to_model = ToModel(MEAN, STD, CPU)
     seconds = {"lab": 0.0, "retino": 0.0}

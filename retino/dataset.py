@@ -80,11 +80,6 @@ class FundusImages(Dataset):
         split = read_split(folder, mode)
         return FundusImages(Path(folder) / IMAGE_FOLDER, split.names, split.labels, transform)
 
-    def subset(self, indices: Sequence[int], transform: transforms.Compose) -> "FundusImages":
-        """The images at ``indices``, with their own transform."""
-        return FundusImages(self.image_folder, [self.names[i] for i in indices],
-                            self.labels[list(indices)], transform)
-
 
 class RetinopathyLoader(FundusImages):
     """The lab's dataset, with its known bugs fixed.

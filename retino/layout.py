@@ -42,7 +42,8 @@ class Split:
         return len(self.names)
 
     def subset(self, indices: np.ndarray) -> "Split":
-        return Split([self.names[i] for i in indices], self.labels[np.asarray(indices, dtype=np.int64)])
+        indices = np.asarray(indices, dtype=np.int64)
+        return Split([self.names[i] for i in indices], self.labels[indices])
 
 
 def csv_paths(folder: str | Path, mode: str) -> tuple[Path, Path]:

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from retino.layout import IMAGE_FOLDER, Split, check_rows, read_layout_rows
-from retino.params import SOURCES
 from retino.problems import DataError, Problem
 from retino.splits import patient_split
 
@@ -33,9 +32,8 @@ KAGGLE_HEADER = ["image", "level"]
 
 
 def source_folder(source: str) -> Path:
-    """The folder each source lives in, relative to the project root."""
-    if source not in SOURCES:
-        raise DataError(f"data.source = {source!r}: must be one of: {', '.join(SOURCES)}")
+    """The folder each source lives in, relative to the project root (``source`` is one
+    of ``retino.params.SOURCES``, checked when params.yaml is read)."""
     return Path("data") / source
 
 
