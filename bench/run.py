@@ -44,17 +44,17 @@ from torchvision import models as tv_models  # noqa: E402
 
 from measure import ROOT, peak_rss_mib, project_params, scratch_project  # noqa: E402
 
-from retino.dataset import FundusImages, image_transform  # noqa: E402
-from retino.device import autocast, configure_backends, memory_format  # noqa: E402
-from retino.inputs import ImageArray, ToModel  # noqa: E402
-from retino.layout import IMAGE_FOLDER, image_path, read_split, write_split  # noqa: E402
-from retino.models import build_model, set_backbone_trainable  # noqa: E402
-from retino.prepare import prepare_downscaled  # noqa: E402
+from retino.data.downscale import prepare_downscaled  # noqa: E402
+from retino.data.layout import IMAGE_FOLDER, image_path, read_split, write_split  # noqa: E402
+from retino.data.sources import read_source  # noqa: E402
+from retino.data.synthetic import write_dataset  # noqa: E402
+from retino.lab import FundusImages, image_transform  # noqa: E402
 from retino.progress import console, print_table  # noqa: E402
-from retino.sources import read_source  # noqa: E402
-from retino.synthetic import write_dataset  # noqa: E402
-from retino.training import (epoch_generator, extract_features, make_loader,  # noqa: E402
-                             to_device, train_one_epoch)
+from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
+from retino.train.inputs import (ImageArray, ToModel, epoch_generator, make_loader,  # noqa: E402
+                                 to_device)
+from retino.train.loop import extract_features, train_one_epoch  # noqa: E402
+from retino.train.models import build_model, set_backbone_trainable  # noqa: E402
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.45, 0.25, 0.15), (0.28, 0.17, 0.10)  # any fixed values: speed only

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from measure import ROOT, project_params, run_measured, scratch_project  # noqa: E402
 
-from retino.preprocess import default_workers  # noqa: E402
+from retino.data.synthetic import write_dataset  # noqa: E402
+from retino.pool import default_workers  # noqa: E402
 from retino.progress import console, print_table  # noqa: E402
-from retino.synthetic import write_dataset  # noqa: E402
 
 STAGES = {
     "downscale-images": ["stages/downscale_images.py", "--out", "data/downscaled",

@@ -1,11 +1,15 @@
 """retino: grade diabetic retinopathy (0-4) from fundus photographs with ResNet-18/50.
 
-The pipeline stages in ``stages/`` only orchestrate; everything they do lives here,
-split by concern: ``params`` (typed, validated settings), ``layout`` (the lab's CSV
-folder layout), ``synthetic`` (the embedded stand-in dataset), ``preprocess``
-(crop/pad/resize), ``stats``, ``dataset``, ``models``, ``training``, ``evaluation``,
-``plotting`` and ``atomic`` (crash-safe file writes).
-"""
+The folders follow the stage graph (see ARCHITECTURE.md)::
 
-GRADES = ("none", "mild", "moderate", "severe", "proliferative")
-NUM_CLASS = len(GRADES)
+    retino/data/    synthesize, downscale-images, compute-stats
+    retino/train/   train@<arch>-<init>
+    retino/report/  evaluate@<arch>-<init>, compare
+    retino/lab.py   the lab-compatible face: RetinopathyLoader, ResNet18/50, evaluate
+
+and below all of them the shared basics: ``params`` (params.yaml, typed and
+validated), ``errors`` (the user-facing exceptions), ``grading`` (the five grades
+and how a grading is scored), ``atomic`` (crash-safe writes), ``pool`` (ordered
+process pool), ``progress`` (rich bars and tables), ``stage`` (how a stage script
+runs and ends) and ``imports`` (which modules a script runs).
+"""

@@ -14,15 +14,13 @@ from typing import Any, Callable
 
 import yaml
 
+from retino.errors import ParamsError
+
 ARCHS = ("resnet18", "resnet50")
 INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("synthetic", "lab", "kaggle")
 ON_BAD_INPUT = ("stop", "skip")
-
-
-class ParamsError(ValueError):
-    """params.yaml holds a value the pipeline cannot run with."""
 
 
 @dataclass(frozen=True)
@@ -31,21 +29,25 @@ class DataParams:
     image_size: int
     on_bad_input: str  # stop | skip
     resplit: bool  # lab source: replace its per-image split by a patient-level one
-    test_fraction: float  # patient-level splits: share of patients in test
-    split_seed: int
+    resplit_test_fraction: float  # splits made here: share of patients in test
+    split_seed: int  # every patient-level split drawn here: test (when made here), validation
 
 
 @dataclass(frozen=True)
 class SynthesizeParams:
     patients: int
     canvas_height: int
-    test_fraction: float
-    seed: int
+    test_fraction: float  # share of patients in the synthetic set's own test split
+    seed: int  # the synthetic draw: patients, grades, split, pixels
 
 
 @dataclass(frozen=True)
-class DownscaleParams:
-    workers: int  # 0 means one per CPU core
+class ComputeParams:
+    """Where and how wide the stages run; read by every stage that uses the setting."""
+
+    device: str  # auto | cpu | cuda: train and evaluate
+    loader_workers: int  # DataLoader worker processes of train and evaluate
+    image_workers: int  # processes of synthesize and downscale-images; 0 = one per core
 
 
 @dataclass(frozen=True)
@@ -64,9 +66,7 @@ class TrainParams:
     momentum: float
     weight_decay: float
     validation_fraction: float
-    seed: int
-    device: str
-    num_workers: int
+    run_seed: int  # initial weights, batch order, flips
     resnet18: ArchParams
     resnet50: ArchParams
 
@@ -84,7 +84,7 @@ class EvaluateParams:
 class Params:
     data: DataParams
     synthesize: SynthesizeParams
-    downscale: DownscaleParams
+    compute: ComputeParams
     train: TrainParams
     evaluate: EvaluateParams
 
@@ -156,21 +156,34 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "data": {
         "source": _one_of(SOURCES), "image_size": _positive_int,
         "on_bad_input": _one_of(ON_BAD_INPUT), "resplit": _boolean,
-        "test_fraction": _open_fraction, "split_seed": _any_int,
+        "resplit_test_fraction": _open_fraction, "split_seed": _any_int,
     },
     "synthesize": {
         "patients": _positive_int, "canvas_height": _positive_int,
         "test_fraction": _open_fraction, "seed": _any_int,
     },
-    "downscale": {"workers": _non_negative_int},
+    "compute": {
+        "device": _one_of(DEVICES), "loader_workers": _non_negative_int,
+        "image_workers": _non_negative_int,
+    },
     "train": {
         "epochs_feature_extraction": _positive_int, "epochs_fine_tuning": _positive_int,
         "weighted_loss": _boolean, "momentum": _non_negative_number,
         "weight_decay": _non_negative_number, "validation_fraction": _open_fraction,
-        "seed": _any_int, "device": _one_of(DEVICES), "num_workers": _non_negative_int,
+        "run_seed": _any_int,
     },
     "evaluate": {"batch_size": _positive_int},
 }
+# Keys of earlier versions: naming one is an error that says where it went.
+RENAMED = {
+    "train.seed": "train.run_seed (initial weights, batch order, flips; the validation "
+                  "hold-out is drawn with data.split_seed)",
+    "data.test_fraction": "data.resplit_test_fraction",
+    "train.device": "compute.device",
+    "train.num_workers": "compute.loader_workers",
+    "downscale.workers": "compute.image_workers",
+}
+REMOVED_SECTIONS = {"downscale": "its workers key is now compute.image_workers"}
 ARCH_RULES: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _positive_int, "lr": _positive_number,
     "imagenet_weights": _weights_name, "weights_file": _text,
@@ -183,7 +196,10 @@ def _check_section(prefix: str, raw: Any, rules: dict, errors: list[str],
         errors.append(f"{prefix}: missing or not a mapping of keys to values")
         return {}
     for key in sorted(set(raw) - set(rules) - set(subsections)):
-        errors.append(f"{prefix}.{key}: unknown key; allowed: {', '.join(rules)}")
+        if f"{prefix}.{key}" in RENAMED:
+            errors.append(f"{prefix}.{key}: renamed to {RENAMED[f'{prefix}.{key}']}")
+        else:
+            errors.append(f"{prefix}.{key}: unknown key; allowed: {', '.join(rules)}")
     for key, check in rules.items():
         if key not in raw:
             errors.append(f"{prefix}.{key}: missing")
@@ -194,11 +210,24 @@ def _check_section(prefix: str, raw: Any, rules: dict, errors: list[str],
     return raw
 
 
+def _check_removed_sections(raw: dict, errors: list[str]) -> None:
+    for section, where in REMOVED_SECTIONS.items():
+        if section not in raw:
+            continue
+        keys = raw[section] if isinstance(raw[section], dict) else {}
+        moved = [f"{section}.{key}: renamed to {RENAMED[f'{section}.{key}']}"
+                 for key in keys if f"{section}.{key}" in RENAMED]
+        errors.extend(moved or [f"{section}: section removed; {where}"])
+    for section in sorted(set(raw) - set(SECTION_RULES) - set(REMOVED_SECTIONS)):
+        errors.append(f"{section}: unknown section; allowed: {', '.join(SECTION_RULES)}")
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping and build the typed ``Params``; raise on any problem."""
     errors: list[str] = []
     if not isinstance(raw, dict):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    _check_removed_sections(raw, errors)
     sections = {name: _check_section(name, raw.get(name), rules, errors,
                                      subsections=ARCHS if name == "train" else ())
                 for name, rules in SECTION_RULES.items()}
@@ -210,7 +239,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     return Params(
         data=DataParams(**sections["data"]),
         synthesize=SynthesizeParams(**sections["synthesize"]),
-        downscale=DownscaleParams(**sections["downscale"]),
+        compute=ComputeParams(**sections["compute"]),
         train=TrainParams(**train, **{a: ArchParams(**archs[a]) for a in ARCHS}),
         evaluate=EvaluateParams(**sections["evaluate"]),
     )

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from retino.cli import run_stage
 from retino.atomic import write_json
-from retino.comparison import SUMMARY_COLUMNS, feature_phase_epochs, model_summary, summary_rows
 from retino.params import ARCHS, INITS, run_name
-from retino.plotting import result_comparison
 from retino.progress import print_table
+from retino.report.comparison import (SUMMARY_COLUMNS, feature_phase_epochs, model_summary,
+                                      summary_rows)
+from retino.report.figures import result_comparison
+from retino.stage import run_stage
 
 
 def parse_args() -> argparse.Namespace:

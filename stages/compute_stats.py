@@ -4,13 +4,13 @@ and the split's patient leakage."""
 import argparse
 from pathlib import Path
 
-from retino.arrays import array_path, iter_chunks
 from retino.atomic import write_json
-from retino.cli import run_stage
-from retino.layout import read_layout
+from retino.data.arrays import array_path, iter_chunks
+from retino.data.layout import read_layout
+from retino.data.stats import channel_moments, stats_document
 from retino.params import load_params
 from retino.progress import console, counting, print_table
-from retino.stats import channel_moments, stats_document
+from retino.stage import run_stage
 
 
 def main() -> None:

@@ -5,14 +5,14 @@ import argparse
 from pathlib import Path
 
 from retino.atomic import atomic_path, write_text
-from retino.cli import run_stage
+from retino.data.checks import report_csv
+from retino.data.downscale import prepare_downscaled
+from retino.data.sources import read_source, source_folder
+from retino.data.splits import patient_leakage
 from retino.params import load_params
-from retino.prepare import prepare_downscaled
-from retino.preprocess import default_workers
-from retino.problems import report_csv
+from retino.pool import default_workers
 from retino.progress import console, counting
-from retino.sources import read_source, source_folder
-from retino.splits import patient_leakage
+from retino.stage import run_stage
 
 
 def main() -> None:
@@ -24,10 +24,10 @@ def main() -> None:
     params = load_params()
     data = params.data
     folder = source_folder(data.source)
-    source = read_source(data.source, folder, data.resplit, data.test_fraction,
+    source = read_source(data.source, folder, data.resplit, data.resplit_test_fraction,
                          data.split_seed)  # CSV problems surface before any image work
     total = sum(len(split) for split in source.splits.values())
-    workers = default_workers(params.downscale.workers)
+    workers = default_workers(params.compute.image_workers)
     with atomic_path(args.out) as out, counting("downscale-images", total) as tick:
         splits, skipped = prepare_downscaled(source, out, data.image_size, workers,
                                              data.on_bad_input, tick)

@@ -5,16 +5,12 @@ from pathlib import Path
 
 import torch
 
-from retino.cli import run_stage
 from retino.atomic import write_json
-from retino.checkpoints import load_checkpoint, model_from_checkpoint
-from retino.device import resolve_device
-from retino.evaluation import evaluation_report, prediction_rows
-from retino.inputs import ImageArray, ToModel
 from retino.params import check_arch, check_init, load_params, run_name
-from retino.plotting import confusion_heatmap
 from retino.progress import console
-from retino.training import make_loader, predict_logits
+from retino.report.evaluation import evaluation_report, predict_test_split, prediction_rows
+from retino.report.figures import confusion_heatmap
+from retino.stage import run_stage
 
 
 def parse_args() -> argparse.Namespace:
@@ -33,17 +29,14 @@ def main() -> None:
     args = parse_args()
     name = run_name(check_arch(args.arch), check_init(args.init))
     params = load_params()
-    device = resolve_device(params.train.device)
-    checkpoint = load_checkpoint(args.model)
-    model = model_from_checkpoint(checkpoint).to(device)
-    loader = make_loader(ImageArray.from_split(args.data, "test"), params.evaluate.batch_size,
-                         False, params.train.num_workers, device)
-    actual, logits = predict_logits(model, loader, device,
-                                    ToModel(checkpoint["mean"], checkpoint["std"], device))
+    test = predict_test_split(args.model, args.data, params.compute.device,
+                              params.evaluate.batch_size, params.compute.loader_workers)
+    checkpoint = test.checkpoint
     report = {"chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
-              "weighted_loss": checkpoint["weighted_loss"], **evaluation_report(actual, logits)}
+              "weighted_loss": checkpoint["weighted_loss"],
+              **evaluation_report(test.actual, test.logits)}
     write_json(args.metrics_out, report)
-    write_json(args.predictions_out, prediction_rows(actual, logits.argmax(axis=1)))
+    write_json(args.predictions_out, prediction_rows(test.actual, test.logits.argmax(axis=1)))
     confusion_heatmap(report["confusion_counts"],
                       f"{name}: test accuracy {report['accuracy']:.1f} %, "
                       f"kappa {report['quadratic_weighted_kappa']:.3f}", args.figure_out)

@@ -8,20 +8,18 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from retino import NUM_CLASS
 from retino.atomic import write_text
-from retino.checkpoints import save_checkpoint
-from retino.cli import catching_interrupts, run_stage
-from retino.dataset import load_stats
-from retino.device import configure_backends, resolve_device
-from retino.inputs import load_train_data
-from retino.models import build_model
-from retino.params import (ArchParams, TrainParams, as_dict, check_arch, check_init,
-                           load_params, run_name)
+from retino.grading import NUM_CLASS
+from retino.params import as_dict, check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.resume import ResumeFile, fingerprint, resume_path
-from retino.stats import DataStats
-from retino.training import TrainResult, TrainSettings, fit, history_rows
+from retino.stage import catching_interrupts, run_stage
+from retino.train.checkpoints import save_checkpoint
+from retino.train.device import configure_backends, resolve_device
+from retino.train.fit import TrainResult, fit, history_rows
+from retino.train.inputs import load_stats, load_train_data
+from retino.train.models import build_model
+from retino.train.recipe import train_settings
+from retino.train.resume import ResumeFile, fingerprint, resume_path
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,35 +33,26 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def train_settings(train: TrainParams, arch_params: ArchParams, init: str,
-                   stats: DataStats) -> TrainSettings:
-    return TrainSettings(
-        init=init, epochs_feature_extraction=train.epochs_feature_extraction,
-        epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,
-        lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
-        class_weights=stats.class_weights if train.weighted_loss else None,
-        seed=train.seed, num_workers=train.num_workers)
-
-
 def main() -> None:
     args = parse_args()
     arch, init = check_arch(args.arch), check_init(args.init)
     params = load_params()
     train, arch_params = params.train, params.train.arch(arch)
-    device = resolve_device(train.device)  # fails before any work if cuda is missing
+    device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
     configure_backends(device)
     stats = load_stats(args.stats)
-    torch.manual_seed(train.seed)
+    torch.manual_seed(train.run_seed)
     model = build_model(arch, init == "pretrained", NUM_CLASS, arch_params.imagenet_weights,
                         arch_params.weights_file)
     data = load_train_data(args.data, stats.mean, stats.std, train.validation_fraction,
-                           train.seed)
-    settings = train_settings(train, arch_params, init, stats)
+                           params.data.split_seed)
+    settings = train_settings(train, arch, init, params.compute.loader_workers,
+                              stats.class_weights)
     console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
                   f"{len(data.validation)} validation, {len(data.test)} test images")
     resume = ResumeFile(resume_path(args.model_out), fingerprint(
         {"run": run_name(arch, init), "settings": asdict(settings), "train": as_dict(train),
-         "device": device.type},
+         "split_seed": params.data.split_seed, "device": device.type},
         [args.stats, *sorted(args.data.iterdir())]))
     started = time.perf_counter()
 
@@ -78,7 +67,8 @@ def main() -> None:
                     num_class=NUM_CLASS, epoch=result.best_epoch, phase=best.phase,
                     image_size=stats.image_size, mean=list(stats.mean), std=list(stats.std),
                     weighted_loss=train.weighted_loss,
-                    params={"train": as_dict(train), "data": as_dict(params.data)})
+                    params={"train": as_dict(train), "data": as_dict(params.data),
+                            "compute": as_dict(params.compute)})
     write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
         index=False, float_format="%.4f"))
     resume.remove()

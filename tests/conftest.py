@@ -11,9 +11,9 @@ import torch
 import yaml
 from torchvision import models as tv_models
 
-from retino.prepare import prepare_downscaled
-from retino.sources import read_source
-from retino.synthetic import write_dataset
+from retino.data.downscale import prepare_downscaled
+from retino.data.sources import read_source
+from retino.data.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from retino.cli import catching_interrupts
+from retino.stage import catching_interrupts
 
 
 class _SlowFinaliser:

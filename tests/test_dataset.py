@@ -3,11 +3,12 @@ import pytest
 import torch
 from torchvision import transforms
 
-from retino.arrays import array_path
-from retino.dataset import RetinopathyLoader
-from retino.inputs import ImageArray, ToModel, load_train_data
-from retino.layout import patient_of, read_split
-from retino.problems import DataError
+from retino.data.arrays import array_path
+from retino.data.layout import read_split
+from retino.data.splits import patient_of
+from retino.errors import DataError
+from retino.lab import RetinopathyLoader
+from retino.train.inputs import ImageArray, ToModel, load_train_data
 from tests.conftest import rgb_pixels
 
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)

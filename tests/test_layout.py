@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from retino.layout import DataError, read_layout, read_split, read_split_rows
+from retino.data.layout import read_layout, read_split, read_split_rows
+from retino.errors import DataError
 
 
 def _write(folder, mode, names, labels):

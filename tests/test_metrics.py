@@ -3,9 +3,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from retino.evaluation import evaluate, evaluation_report, prediction_rows
-from retino.metrics import (confusion_counts, quadratic_weighted_kappa, roc_auc,
+from retino.grading import (confusion_counts, quadratic_weighted_kappa, roc_auc,
                             row_normalised)
+from retino.lab import evaluate
+from retino.report.evaluation import evaluation_report, prediction_rows
 
 
 def test_kappa_constant_perfect_and_hand_computed():

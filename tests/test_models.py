@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from retino.models import (ResNet18, ResNet50, WeightsUnavailable, backbone_features,
-                           build_model, expected_weights_file)
+from retino.errors import WeightsUnavailable
+from retino.lab import ResNet18, ResNet50
+from retino.train.models import backbone_features, build_model, expected_weights_file
 from tests.conftest import WEIGHT_FILES
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from retino.params import ParamsError, check_arch, load_params, parse_params, run_name
+from retino.errors import ParamsError
+from retino.params import check_arch, load_params, parse_params, run_name
 from tests.conftest import ROOT, project_params
 
 
@@ -13,7 +14,7 @@ def test_project_params_file_is_valid():
 @pytest.mark.parametrize("section, key, value, allowed", [
     ("train", "epochs_fine_tuning", 0, "integer > 0"),
     ("train", "weighted_loss", "yes", "true or false"),
-    ("train", "device", "gpu", "auto, cpu, cuda"),
+    ("compute", "device", "gpu", "auto, cpu, cuda"),
     ("data", "image_size", -32, "integer > 0"),
     ("train", "validation_fraction", 1.5, "between 0 and 1"),
     ("train", "epochs_feature_extraction", -1, "integer > 0"),
@@ -21,7 +22,8 @@ def test_project_params_file_is_valid():
     ("data", "source", "eyepacs", "synthetic, lab, kaggle"),
     ("data", "on_bad_input", "ignore", "stop, skip"),
     ("data", "resplit", "no", "true or false"),
-    ("data", "test_fraction", 0, "between 0 and 1"),
+    ("data", "resplit_test_fraction", 0, "between 0 and 1"),
+    ("compute", "loader_workers", -1, "integer >= 0"),
 ])
 def test_bad_value_names_key_value_and_allowed(section, key, value, allowed):
     raw = project_params()
@@ -47,6 +49,29 @@ def test_all_problems_reported_together():
     assert "train.weigted_loss: unknown key" in message
 
 
+@pytest.mark.parametrize("section, old, new", [
+    ("train", "seed", "train.run_seed"),
+    ("train", "device", "compute.device"),
+    ("train", "num_workers", "compute.loader_workers"),
+    ("data", "test_fraction", "data.resplit_test_fraction"),
+])
+def test_old_names_say_the_new_name(section, old, new):
+    raw = project_params()
+    raw[section][old] = raw[section].get(old, 0)
+    with pytest.raises(ParamsError, match=rf"{section}\.{old}: renamed to {new}"):
+        parse_params(raw)
+
+
+def test_removed_downscale_section_points_to_compute():
+    raw = project_params()
+    raw["downscale"] = {"workers": 2}
+    with pytest.raises(ParamsError, match=r"downscale\.workers: renamed to compute\.image_workers"):
+        parse_params(raw)
+    raw["typo_section"] = {}
+    with pytest.raises(ParamsError, match="typo_section: unknown section"):
+        parse_params(raw)
+
+
 def test_unknown_arch_lists_choices():
     with pytest.raises(ParamsError, match="unknown arch 'resnet34': choose resnet18 or resnet50"):
         check_arch("resnet34")
@@ -54,8 +79,8 @@ def test_unknown_arch_lists_choices():
 
 
 def test_stage_reports_user_errors_without_traceback(capsys):
-    from retino.cli import run_stage
-    from retino.layout import DataError
+    from retino.errors import DataError
+    from retino.stage import run_stage
 
     def main():
         raise DataError("data/x/train_label.csv row 3: label '9' is not a grade")

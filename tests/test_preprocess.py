@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from retino.preprocess import downscale_pixels, eye_bounding_box, square_eye
-from retino.problems import DataError
+from retino.data.photos import downscale_pixels, eye_bounding_box, square_eye
+from retino.errors import DataError
 
 
 def _off_centre_eye(width=600, height=300, cx=420, cy=140, radius=120) -> Image.Image:

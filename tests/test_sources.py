@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
-from retino.arrays import array_path
-from retino.layout import Split, patient_of, read_layout, write_split
-from retino.prepare import prepare_downscaled
-from retino.problems import DataError, report_csv
-from retino.sources import read_source
-from retino.splits import patient_leakage
+from retino.data.arrays import array_path
+from retino.data.checks import report_csv
+from retino.data.downscale import prepare_downscaled
+from retino.data.layout import Split, read_layout, write_split
+from retino.data.sources import read_source
+from retino.data.splits import patient_leakage, patient_of
+from retino.errors import DataError
 from tests.conftest import ROOT, tiny_params
 
 

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from retino import arrays
-from retino.arrays import array_path, iter_chunks
-from retino.layout import DataError, Split, read_split
-from retino.stats import channel_moments, class_weights, leakage_document, stats_document
+from retino.data import arrays
+from retino.data.arrays import array_path, iter_chunks
+from retino.data.layout import Split, read_split
+from retino.data.stats import channel_moments, class_weights, leakage_document, stats_document
+from retino.errors import DataError
 
 
 def _train_chunks(folder):

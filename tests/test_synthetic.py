@@ -1,7 +1,8 @@
 import numpy as np
 
-from retino.layout import patient_of, read_layout
-from retino.synthetic import GRADE_SHARES, make_patients, plan_dataset, render_eye, write_dataset
+from retino.data.layout import read_layout
+from retino.data.splits import patient_of
+from retino.data.synthetic import GRADE_SHARES, make_patients, plan_dataset, render_eye, write_dataset
 
 
 def _files(folder):

@@ -4,15 +4,18 @@ import pytest
 import torch
 from torch import nn
 
-from retino import device as device_module
-from retino import inputs, training
-from retino.device import autocast, memory_format, resolve_device
-from retino.inputs import ToModel, load_train_data
-from retino.models import backbone_features, build_model
-from retino.params import ParamsError
-from retino.resume import ResumeFile
-from retino.training import (PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings, _Recorder, fit,
-                             image_run, make_criterion, train_phase)
+from retino.errors import ParamsError
+from retino.train import device as device_module
+from retino.train import fit as fit_module
+from retino.train import inputs, loop
+from retino.train.device import autocast, memory_format, resolve_device
+from retino.train.fit import Recorder, fit, train_phase
+from retino.train.inputs import ToModel, load_train_data
+from retino.train.loop import make_criterion
+from retino.train.models import backbone_features, build_model
+from retino.train.phases import image_run
+from retino.train.recipe import PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings
+from retino.train.resume import ResumeFile
 
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
 CPU = torch.device("cpu")
@@ -50,7 +53,7 @@ def test_fine_tuning_changes_the_backbone(torch_home, data):
     before = _snapshot(model)
     settings = _settings()
     train_phase(image_run(model, data, settings, CPU), PHASE_FINE_TUNING, range(1), settings,
-                _Recorder(model), nn.CrossEntropyLoss(), lambda result, optimizer: None)
+                Recorder(model), nn.CrossEntropyLoss(), lambda result, optimizer: None)
     changed = _changed(before, model)
     assert {"conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight", "fc.weight"} <= changed
     assert all(p.requires_grad for p in model.parameters())
@@ -108,7 +111,7 @@ def test_checkpoint_is_chosen_on_validation_not_test(data):
 def test_device_choice_never_falls_back():
     if torch.cuda.is_available():
         pytest.skip("this check needs a machine without CUDA")
-    with pytest.raises(ParamsError, match="train.device = 'cuda' but this machine has no"):
+    with pytest.raises(ParamsError, match="compute.device = 'cuda' but this machine has no"):
         resolve_device("cuda")
     assert resolve_device("auto").type == "cpu"
     with pytest.raises(ParamsError, match="must be one of: auto, cpu, cuda"):
@@ -128,10 +131,10 @@ def test_gpu_speed_settings_are_selected_by_device():
 def test_gpu_input_path_runs_on_cpu_in_bf16_and_channels_last(data, monkeypatch):
     """The CUDA branch of every device switch, exercised on the CPU: bf16 autocast in
     the loop and channels_last batches straight from the uint8 NHWC arrays."""
-    monkeypatch.setattr(training, "autocast",
+    monkeypatch.setattr(loop, "autocast",
                         lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
     monkeypatch.setattr(inputs, "memory_format", lambda device: torch.channels_last)
-    monkeypatch.setattr(training, "memory_format", lambda device: torch.channels_last)
+    monkeypatch.setattr(fit_module, "memory_format", lambda device: torch.channels_last)
     pixels = torch.stack([data.fit[i][0] for i in range(4)])
     batch = ToModel(MEAN, STD, CPU, reuse_buffers=False)(pixels)  # the CUDA branch
     assert batch.is_contiguous(memory_format=torch.channels_last)

@@ -1,15 +1,17 @@
-"""Grading metrics in plain numpy: confusion matrices, kappa, referable-DR scores.
+"""The five DR grades and how a grading is scored, in plain numpy.
 
-Grades are integers 0..4. "Referable" DR is grade >= 2 (moderate or worse), the
-operating point of the screening literature (Gulshan et al., JAMA 2016).
+Grades are integers 0..4 (``GRADES`` names them). "Referable" DR is grade >= 2
+(moderate or worse), the operating point of the screening literature (Gulshan et
+al., JAMA 2016). compute-stats (the majority baseline), training (validation
+kappa) and the report all score with these functions, so they sit below all three.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from retino import GRADES, NUM_CLASS
-
+GRADES = ("none", "mild", "moderate", "severe", "proliferative")
+NUM_CLASS = len(GRADES)
 REFERABLE_GRADE = 2
 
 

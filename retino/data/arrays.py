@@ -19,7 +19,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from retino.problems import DataError
+from retino.errors import DataError
 
 CHUNK_BYTES = 4 * 2**20  # read size of streaming passes: bounds their memory
 

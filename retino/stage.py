@@ -1,5 +1,5 @@
-"""How stage scripts end: a user's mistake is one clear message, not a traceback; a
-Ctrl-C during training always takes effect."""
+"""How a stage script runs and ends: a user's mistake is one clear message, not a
+traceback; a Ctrl-C during training always takes effect."""
 
 from __future__ import annotations
 
@@ -8,11 +8,8 @@ import signal
 import sys
 from typing import Callable, Iterator
 
-from retino.params import ParamsError
-from retino.problems import DataError, WeightsUnavailable
+from retino.errors import USER_ERRORS
 from retino.progress import console
-
-USER_ERRORS = (ParamsError, DataError, WeightsUnavailable, FileNotFoundError)
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -2,7 +2,7 @@
 
 * ``synthetic`` -> ``data/synthetic``, made by the synthesize stage (lab layout);
 * ``lab``       -> ``data/lab``: the lab's ``data/<name>.jpeg`` plus its four
-  headerless CSVs (see ``retino.layout``); its split is per image, so the
+  headerless CSVs (see ``retino.data.layout``); its split is per image, so the
   other eye of most test patients is in train; ``data.resplit: true`` replaces
   it with a patient-level split;
 * ``kaggle``    -> ``data/kaggle``: Kaggle's ``train/<name>.jpeg`` plus
@@ -10,8 +10,8 @@
   always made here, by patient.
 
 Patient-level splits are stratified by each patient's worse eye, with
-``data.test_fraction`` of the patients in test and ``data.split_seed`` fixing
-the draw.
+``data.resplit_test_fraction`` of the patients in test and ``data.split_seed``
+fixing the draw.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from retino.layout import IMAGE_FOLDER, Split, check_rows, read_layout_rows
-from retino.problems import DataError, Problem
-from retino.splits import patient_split
+from retino.data.checks import Problem
+from retino.data.layout import IMAGE_FOLDER, Split, check_rows, read_layout_rows
+from retino.data.splits import patient_split
+from retino.errors import DataError
 
 KAGGLE_LABELS = "trainLabels.csv"
 KAGGLE_IMAGES = "train"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from retino.training import PHASE_FEATURES
+from retino.train.recipe import PHASE_FEATURES
 
 
 def feature_phase_epochs(history: pd.DataFrame) -> int:

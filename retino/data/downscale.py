@@ -14,11 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from retino.arrays import ArrayWriter, array_path
-from retino.layout import MODES, Split, image_path, write_split
-from retino.preprocess import downscale_job, file_problem, ordered_map
-from retino.problems import DataError, Problem, stop_on
-from retino.sources import SourceData
+from retino.data.arrays import ArrayWriter, array_path
+from retino.data.checks import Problem, stop_on
+from retino.data.layout import MODES, Split, image_path, write_split
+from retino.data.photos import downscale_job, file_problem
+from retino.data.sources import SourceData
+from retino.errors import DataError
+from retino.pool import ordered_map
 
 
 def missing_files(image_folder: Path, splits: dict[str, Split]

@@ -23,8 +23,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from retino import NUM_CLASS
-from retino.problems import DataError, Problem, stop_on
+from retino.data.checks import Problem, stop_on
+from retino.errors import DataError
+from retino.grading import NUM_CLASS
 
 MODES = ("train", "test")
 IMAGE_FOLDER = "data"
@@ -56,11 +57,6 @@ def csv_paths(folder: str | Path, mode: str) -> tuple[Path, Path]:
 def image_path(image_folder: str | Path, name: str) -> Path:
     """Where the lab layout keeps image ``name`` (no stray space before ``.jpeg``)."""
     return Path(image_folder) / f"{name}{IMAGE_SUFFIX}"
-
-
-def patient_of(name: str) -> str:
-    """``'10_left'`` -> ``'10'``: both eyes of a patient share the prefix."""
-    return name.rsplit("_", 1)[0]
 
 
 def _read_column(path: Path) -> list[str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,8 +31,10 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from retino import NUM_CLASS
-from retino.layout import IMAGE_FOLDER, Split, image_path, write_split
+from retino.data.layout import IMAGE_FOLDER, Split, image_path, write_split
+from retino.data.splits import stratified_patients
+from retino.grading import NUM_CLASS
+from retino.pool import ordered_map
 
 # EyePACS training labels: 25,810 / 2,443 / 5,292 / 873 / 708 of 35,126
 GRADE_SHARES = np.array([25810, 2443, 5292, 873, 708]) / 35126
@@ -92,17 +93,6 @@ def make_patients(patients: int, seed: int) -> tuple[list[str], np.ndarray]:
     return [str(i) for i in ids], grades
 
 
-def split_patients(grades: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of test patients, stratified by each patient's worse eye."""
-    rng = np.random.default_rng([seed, 1])
-    worse = grades.max(axis=1)
-    is_test = np.zeros(len(grades), dtype=bool)
-    for grade in range(NUM_CLASS):
-        members = rng.permutation(np.flatnonzero(worse == grade))
-        is_test[members[: int(round(test_fraction * len(members)))]] = True
-    return is_test
-
-
 def _split_of(ids: list[str], grades: np.ndarray, patients: np.ndarray,
               rng: np.random.Generator) -> tuple[Split, list[tuple[str, int, str]]]:
     eyes = [(f"{ids[p]}_{eye}", int(grades[p, side]), eye)
@@ -116,7 +106,8 @@ def plan_dataset(patients: int, test_fraction: float, seed: int
                  ) -> tuple[dict[str, Split], list[EyeSpec]]:
     """The splits and the list of images to draw, without drawing anything."""
     ids, grades = make_patients(patients, seed)
-    is_test = split_patients(grades, test_fraction, seed)
+    is_test = stratified_patients(grades.max(axis=1), test_fraction,
+                                  np.random.default_rng([seed, 1]))
     rng = np.random.default_rng([seed, 2])
     splits, specs = {}, []
     for mode, members in (("train", np.flatnonzero(~is_test)), ("test", np.flatnonzero(is_test))):
@@ -305,9 +296,8 @@ def write_dataset(folder: Path, patients: int, canvas_height: int, test_fraction
     image_folder = folder / IMAGE_FOLDER
     image_folder.mkdir(parents=True)
     jobs = [(spec, seed, canvas_height, str(image_folder)) for spec in specs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(_write_eye, jobs, chunksize=16):
-            on_image()
+    for _ in ordered_map(_write_eye, jobs, workers):
+        on_image()
     for mode, split in splits.items():
         write_split(folder, mode, split)
     return splits

@@ -1,6 +1,5 @@
-"""What can be wrong with a user's inputs: bad data (and the ``data.on_bad_input``
-policy that settles it) and missing ImageNet weights. Kept free of torch, so that
-the data stages start fast and stay small.
+"""What can be wrong with a user's data, and the ``data.on_bad_input`` policy that
+settles it.
 
 Every problem names its file (and CSV row where there is one) and what is wrong.
 With ``stop`` (the default) the stage ends with all problems in one message; with
@@ -15,16 +14,10 @@ import io
 from dataclasses import dataclass
 from typing import Sequence
 
+from retino.errors import DataError
+
 REPORT_COLUMNS = ("file", "row", "problem")
 SHOWN = 12  # problems quoted in a stop message; the rest are counted
-
-
-class DataError(ValueError):
-    """The data on disk is not what the pipeline can use; the message says where."""
-
-
-class WeightsUnavailable(RuntimeError):
-    """ImageNet weights were asked for but cannot be found or downloaded."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The pipeline's input path: uint8 arrays in, normalised (and flipped) batches on the device.
+"""What training reads, and how it reaches the model: uint8 arrays in, normalised (and
+flipped) batches on the device; the train statistics; the loaders.
 
 ``ImageArray`` yields raw ``H x W x 3`` uint8 images from the memory-mapped
 ``<mode>.npy`` of downscale-images; nothing is decoded per epoch. ``ToModel``
@@ -6,23 +7,30 @@ turns a uint8 batch into what the network sees *on the device*: float, normalise
 with the train statistics, randomly flipped when training, in the device's memory
 format. A ``N x H x W x 3`` batch viewed as ``N x 3 x H x W`` already has the
 channels_last layout, so on the GPU the conversion copies straight across.
+
+Every epoch draws its shuffling order and flips from generators seeded with
+(``train.run_seed``, epoch), not from a stream that earlier epochs advanced, so a
+run resumed after epoch k continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from retino.arrays import array_path, open_images
-from retino.device import memory_format
-from retino.layout import read_split
-from retino.problems import DataError
-from retino.splits import patient_holdout
+from retino.data.arrays import array_path, open_images
+from retino.data.layout import read_split
+from retino.data.splits import patient_holdout
+from retino.data.stats import DataStats, load_stats  # noqa: F401  (the stats file is an input)
+from retino.errors import DataError
+from retino.train.device import memory_format
+
+Prepare = Callable[[torch.Tensor], torch.Tensor]  # a loader batch -> model input
 
 
 class ImageArray(Dataset):
@@ -155,12 +163,46 @@ class TrainData:
 
 def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[float],
                     validation_fraction: float, seed: int) -> TrainData:
-    """Split the downscaled train split by patient into fit and validation."""
+    """Split the downscaled train split by patient into fit and validation; ``seed`` is
+    ``data.split_seed``."""
     images = ImageArray.from_split(folder, "train")
-    kept, held_out = patient_holdout(images.names, images.labels, validation_fraction, seed)
+    kept, held_out = patient_holdout(images.names, images.labels, validation_fraction,
+                                     np.random.default_rng(seed))
     if len(kept) == 0 or len(held_out) == 0:
         raise DataError(f"{folder}: train.validation_fraction = {validation_fraction} leaves "
                         f"{len(kept)} fit and {len(held_out)} validation images; both need some")
     return TrainData(fit=images.subset(kept), validation=images.subset(held_out),
                      test=ImageArray.from_split(folder, "test"),
                      mean=tuple(mean), std=tuple(std))
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A CPU generator for one epoch's shuffling (stream 0) or flips (stream 1)."""
+    return torch.Generator().manual_seed((seed * 100_003 + epoch) * 2 + stream)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
+                device: torch.device) -> DataLoader:
+    """A DataLoader; a shuffling one carries a generator that ``reseed`` sets per epoch.
+
+    Image arrays deliver whole batches themselves (one read per batch, no stacking)."""
+    generator = torch.Generator() if shuffle else None
+    collate = ImageArray.collate if isinstance(dataset, ImageArray) else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, collate_fn=collate,
+                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+
+def reseed(loader: DataLoader, seed: int, epoch: int) -> None:
+    """Make ``loader``'s next pass use the shuffling order of (seed, epoch)."""
+    loader.generator.set_state(epoch_generator(seed, epoch, 0).get_state())
+
+
+def to_device(device: torch.device) -> Prepare:
+    """Move a ready batch (stored features, or the lab loader's float images) to ``device``."""
+    def prepare(inputs: torch.Tensor) -> torch.Tensor:
+        inputs = inputs.to(device, non_blocking=True)
+        if inputs.dim() == 4:
+            inputs = inputs.contiguous(memory_format=memory_format(device))
+        return inputs
+    return prepare

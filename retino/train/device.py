@@ -7,16 +7,17 @@ from typing import ContextManager
 
 import torch
 
-from retino.params import DEVICES, ParamsError
+from retino.errors import ParamsError
+from retino.params import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU. ``cuda`` without CUDA is an error,
     never a silent fall back to the CPU."""
     if name not in DEVICES:
-        raise ParamsError(f"train.device = {name!r}: must be one of: {', '.join(DEVICES)}")
+        raise ParamsError(f"compute.device = {name!r}: must be one of: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("train.device = 'cuda' but this machine has no usable CUDA device; "
+        raise ParamsError("compute.device = 'cuda' but this machine has no usable CUDA device; "
                           "use auto or cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -11,9 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from retino import GRADES  # noqa: E402
 from retino.atomic import atomic_path  # noqa: E402
-from retino.metrics import row_normalised  # noqa: E402
+from retino.grading import GRADES, row_normalised  # noqa: E402
 
 INIT_COLOURS = {"pretrained": "tab:blue", "scratch": "tab:orange"}
 

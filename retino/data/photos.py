@@ -1,4 +1,5 @@
-"""Crop the black border around the eye, pad to a square, resize.
+"""A photo in, the eye out: read any colour mode upright, crop the black border around
+the eye, pad to a square, resize.
 
 Kaggle 2015's winning preprocessing kept the eye round: squashing a wide photo into a
 square turns the eye into an oval and distorts lesion shapes. So the eye's bounding
@@ -8,16 +9,12 @@ resized.
 
 from __future__ import annotations
 
-import os
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from retino.problems import DataError
+from retino.errors import DataError
 
 # A pixel belongs to the eye when its brightest channel exceeds this (0-255):
 # camera borders are near-black but noisy and JPEG-smeared, rarely above ~10.
@@ -121,27 +118,3 @@ def downscale_job(job: tuple[Path, int]) -> np.ndarray | str:
         return downscale_pixels(source, size)
     except DataError as error:
         return str(error).removeprefix(f"{source}: ")
-
-
-def default_workers(workers: int) -> int:
-    """``0`` means one worker per available CPU core."""
-    if workers > 0:
-        return workers
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def ordered_map(function: Callable, jobs: Iterable, workers: int) -> Iterator:
-    """``function`` over ``jobs`` in worker processes, results in order.
-
-    At most a few jobs per worker are in flight, so memory does not grow with the
-    number of jobs (``Executor.map`` would submit them all at once).
-    """
-    window = 4 * workers
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
-        for job in jobs:
-            pending.append(pool.submit(function, job))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()

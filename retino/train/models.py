@@ -1,7 +1,7 @@
 """ResNet-18/50 with a 5-way ``fc``, ImageNet weights from torchvision's hub cache.
 
-``ResNet18(num_class, pretrained)`` and ``ResNet50(num_class, pretrained)`` keep the
-lab's calls working. Pretrained weights are torchvision's (``IMAGENET1K_V1`` unless
+(The lab's ``ResNet18(num_class, pretrained)`` and ``ResNet50(...)`` calls live in
+``retino.lab`` and build through ``build_model`` here.) Pretrained weights are torchvision's (``IMAGENET1K_V1`` unless
 asked otherwise), loaded from ``$TORCH_HOME/hub/checkpoints`` or an explicit file;
 when they are neither there nor downloadable the run stops with the file it needs.
 A model called "pretrained" is never left with random weights.
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from retino import NUM_CLASS
+from retino.errors import WeightsUnavailable
+from retino.grading import NUM_CLASS
 from retino.params import check_arch
-from retino.problems import WeightsUnavailable
 
 BUILDERS = {"resnet18": tv_models.resnet18, "resnet50": tv_models.resnet50}
 WEIGHT_ENUMS = {"resnet18": tv_models.ResNet18_Weights, "resnet50": tv_models.ResNet50_Weights}
@@ -74,16 +74,6 @@ def build_model(arch: str, pretrained: bool, num_class: int = NUM_CLASS,
         model.load_state_dict(state)  # strict: a wrong file fails here, loudly
     model.fc = nn.Linear(model.fc.in_features, num_class)
     return model
-
-
-def ResNet18(num_class: int = NUM_CLASS, pretrained: bool = False) -> nn.Module:  # noqa: N802
-    """The lab's constructor: torchvision ResNet-18, 5-way fc."""
-    return build_model("resnet18", pretrained, num_class)
-
-
-def ResNet50(num_class: int = NUM_CLASS, pretrained: bool = False) -> nn.Module:  # noqa: N802
-    """The lab's constructor: torchvision ResNet-50, 5-way fc."""
-    return build_model("resnet50", pretrained, num_class)
 
 
 def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from retino.atomic import atomic_path
 from retino.progress import console
-from retino.training import EpochRecord, ResumePoint, TrainResult
+from retino.train.fit import EpochRecord, ResumePoint, TrainResult
 
 FORMAT = "retino-resume-1"
 

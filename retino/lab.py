@@ -1,32 +1,37 @@
-"""The lab's ``RetinopathyLoader``: JPEGs decoded in ``__getitem__``, as the lab did.
+"""The lab-compatible face of retino: the lab's names, working, with its bugs fixed.
 
-This is the lab-compatible way to read a lab-layout folder of JPEGs (your own
-``data/`` folder, for instance). The pipeline itself decodes each photo once in
-downscale-images and trains from uint8 arrays (``retino.inputs``); ``bench/run.py``
-measures the two against each other.
+Users arrive with the lab's skeleton in mind; these calls keep it working::
 
-``RetinopathyLoader(img_path='data', mode='train')`` reads ``train_img.csv`` and
-``train_label.csv`` from the folder that holds ``data/`` and yields
-``(image, label)``: a float tensor 3 x H x W normalised with the train split's
-statistics, and the grade as an int.
+    from retino.lab import RetinopathyLoader, ResNet18, ResNet50, evaluate
+
+    train_set = RetinopathyLoader(img_path="data", mode="train")
+    model = ResNet50(num_class=5, pretrained=True)
+    confusion_matrix, acc = evaluate(model, loader, device, num_class=5)
+
+``RetinopathyLoader`` decodes a JPEG in ``__getitem__``, as the lab did. The
+pipeline itself decodes each photo once in downscale-images and trains from uint8
+arrays (``retino.train.inputs``); ``bench/run.py`` measures the two against each
+other. Nothing in the pipeline imports this module.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from retino.layout import IMAGE_FOLDER, DataError, image_path, read_split
-from retino.stats import DataStats, read_stats
-
-STATS_FILE = Path("metrics/data_stats.json")
+from retino.data.layout import IMAGE_FOLDER, image_path, read_split
+from retino.data.stats import STATS_FILE, load_stats
+from retino.errors import DataError
+from retino.grading import NUM_CLASS, accuracy_percent, confusion_counts, row_normalised
+from retino.train.loop import predict_logits
+from retino.train.models import build_model
 
 
 def image_transform(mode: str, mean: Sequence[float], std: Sequence[float]) -> transforms.Compose:
@@ -40,15 +45,6 @@ def image_transform(mode: str, mean: Sequence[float], std: Sequence[float]) -> t
         steps += [transforms.RandomHorizontalFlip(), transforms.RandomVerticalFlip()]
     steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
     return transforms.Compose(steps)
-
-
-def load_stats(path: str | Path = STATS_FILE) -> DataStats:
-    """Read the compute-stats output; a missing file says how to make it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not found; run `dvc repro compute-stats` first, "
-                                "or pass mean= and std= explicitly")
-    return read_stats(json.loads(path.read_text(encoding="utf-8")))
 
 
 class FundusImages(Dataset):
@@ -106,3 +102,28 @@ class RetinopathyLoader(FundusImages):
         super().__init__(img_path, split.names, split.labels, image_transform(mode, mean, std))
         self.mode = mode
         self.img_name, self.label = self.names, self.labels  # the lab's attribute names
+
+
+def ResNet18(num_class: int = NUM_CLASS, pretrained: bool = False) -> nn.Module:  # noqa: N802
+    """The lab's constructor: torchvision ResNet-18, 5-way fc."""
+    return build_model("resnet18", pretrained, num_class)
+
+
+def ResNet50(num_class: int = NUM_CLASS, pretrained: bool = False) -> nn.Module:  # noqa: N802
+    """The lab's constructor: torchvision ResNet-50, 5-way fc."""
+    return build_model("resnet50", pretrained, num_class)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str,
+             num_class: int = NUM_CLASS) -> tuple[np.ndarray, float]:
+    """The lab's call: (row-normalised num_class x num_class confusion matrix, accuracy %).
+
+    Rows are the true grades and each sums to 1 (a grade absent from ``loader``
+    leaves a row of zeros).
+    """
+    device = torch.device(device)
+    model.to(device)
+    actual, logits = predict_logits(model, loader, device)
+    predicted = logits.argmax(axis=1)
+    counts = confusion_counts(actual, predicted, num_class)
+    return row_normalised(counts), accuracy_percent(actual, predicted)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from retino.atomic import atomic_path
-from retino.models import build_model
+from retino.train.models import build_model
 
 FORMAT = "retino-checkpoint-1"
 

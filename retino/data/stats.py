@@ -6,6 +6,9 @@ channel, in int64, so nothing is lost to floating-point accumulation). Values ar
 on ToTensor's 0..1 scale, so they can go straight into ``Normalize``; the std is the
 population std over all pixels.
 
+The statistics go to ``metrics/data_stats.json``; training (and the lab's
+``RetinopathyLoader``) read them back with ``load_stats``.
+
 Class weights for the weighted loss are ``w_c = N / (K * n_c)`` (N train images,
 K = 5 classes, n_c images of grade c): a class with the average count gets 1, a
 class ten times rarer gets ten times the weight.
@@ -13,15 +16,19 @@ class ten times rarer gets ten times the weight.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from retino import GRADES, NUM_CLASS
-from retino.layout import DataError, Split
-from retino.metrics import majority_baseline_percent, per_grade
-from retino.splits import patient_leakage
+from retino.data.layout import Split
+from retino.data.splits import patient_leakage
+from retino.errors import DataError
+from retino.grading import GRADES, NUM_CLASS, majority_baseline_percent, per_grade
+
+STATS_FILE = Path("metrics/data_stats.json")
 
 CHANNELS = ("red", "green", "blue")
 
@@ -122,3 +129,12 @@ def read_stats(document: dict) -> DataStats:
         image_size=int(document["image_size"]),
         majority_baseline=float(document["majority_baseline_test_accuracy"]),
     )
+
+
+def load_stats(path: str | Path = STATS_FILE) -> DataStats:
+    """Read the compute-stats output; a missing file says how to make it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro compute-stats` first, "
+                                "or pass mean= and std= explicitly")
+    return read_stats(json.loads(path.read_text(encoding="utf-8")))

@@ -1,33 +1,44 @@
-"""Test-set evaluation: the lab's ``evaluate`` and the full report per model."""
+"""Test-set evaluation of one trained model: its predictions and every metric."""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import nn
-from torch.utils.data import DataLoader
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from retino import NUM_CLASS
-from retino.metrics import (REFERABLE_GRADE, accuracy_percent, balanced_accuracy_percent,
+import numpy as np
+
+from retino.grading import (REFERABLE_GRADE, accuracy_percent, balanced_accuracy_percent,
                             confusion_counts, macro_f1, majority_baseline_percent,
                             per_class_recall_precision, per_grade, quadratic_weighted_kappa,
                             referable_scores, row_normalised)
-from retino.training import predict_logits
+from retino.train.checkpoints import load_checkpoint, model_from_checkpoint
+from retino.train.device import resolve_device
+from retino.train.inputs import ImageArray, ToModel, make_loader
+from retino.train.loop import predict_logits
 
 
-def evaluate(model: nn.Module, loader: DataLoader, device: torch.device | str,
-             num_class: int = NUM_CLASS) -> tuple[np.ndarray, float]:
-    """The lab's call: (row-normalised num_class x num_class confusion matrix, accuracy %).
+@dataclass(frozen=True)
+class TestPredictions:
+    """A checkpoint's outputs on the test split of a downscaled set."""
 
-    Rows are the true grades and each sums to 1 (a grade absent from ``loader``
-    leaves a row of zeros).
-    """
-    device = torch.device(device)
-    model.to(device)
-    actual, logits = predict_logits(model, loader, device)
-    predicted = logits.argmax(axis=1)
-    counts = confusion_counts(actual, predicted, num_class)
-    return row_normalised(counts), accuracy_percent(actual, predicted)
+    checkpoint: dict[str, Any]
+    actual: np.ndarray  # grades, CSV order
+    logits: np.ndarray  # float32, one row per image
+
+
+def predict_test_split(model_file: str | Path, data_folder: str | Path, device_name: str,
+                       batch_size: int, workers: int) -> TestPredictions:
+    """Load ``model_file`` and run it over the test images of ``data_folder``, normalised
+    with the statistics saved in the checkpoint."""
+    device = resolve_device(device_name)
+    checkpoint = load_checkpoint(model_file)
+    model = model_from_checkpoint(checkpoint).to(device)
+    loader = make_loader(ImageArray.from_split(data_folder, "test"), batch_size, False,
+                         workers, device)
+    actual, logits = predict_logits(model, loader, device,
+                                    ToModel(checkpoint["mean"], checkpoint["std"], device))
+    return TestPredictions(checkpoint, actual, logits)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,68 @@
+"""Patients and patient-level splits: both eyes of a patient always land on the same side.
+
+EyePACS names each photo ``<patient>_<left|right>``. One function draws every
+patient-level split in the project (the synthetic set's own test split, the test
+split made here for Kaggle or on ``data.resplit``, and the train stage's
+validation hold-out): ``stratified_patients``, which takes about the same share of
+the patients of each worse-eye grade, so that rare grades land on both sides.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from retino.data.layout import Split
+from retino.grading import NUM_CLASS
+
+# The test split made here draws from its own stream of data.split_seed, apart from
+# the validation hold-out's.
+TEST_SPLIT_STREAM = 1
+
+
+def patient_of(name: str) -> str:
+    """``'10_left'`` -> ``'10'``: both eyes of a patient share the prefix."""
+    return name.rsplit("_", 1)[0]
+
+
+def stratified_patients(worse: np.ndarray, fraction: float, rng: np.random.Generator
+                        ) -> np.ndarray:
+    """Boolean mask over patients: ``round(fraction * n)`` of the ``n`` patients of each
+    worse-eye grade, drawn with ``rng``."""
+    chosen = np.zeros(len(worse), dtype=bool)
+    for grade in range(NUM_CLASS):
+        members = rng.permutation(np.flatnonzero(worse == grade))
+        chosen[members[: int(round(fraction * len(members)))]] = True
+    return chosen
+
+
+def patient_holdout(names: list[str], labels: np.ndarray, fraction: float,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Image indices (kept, held_out): about ``fraction`` of the patients held out,
+    stratified by each patient's worse eye."""
+    eyes: dict[str, list[int]] = defaultdict(list)
+    for index, name in enumerate(names):
+        eyes[patient_of(name)].append(index)
+    patients = sorted(eyes)
+    worse = np.array([max(labels[i] for i in eyes[p]) for p in patients])
+    held = stratified_patients(worse, fraction, rng)
+    held_out = np.sort(np.array([i for p in np.flatnonzero(held) for i in eyes[patients[p]]],
+                                dtype=np.int64))
+    kept = np.setdiff1d(np.arange(len(names)), held_out)
+    return kept, held_out
+
+
+def patient_split(names: list[str], labels: np.ndarray, test_fraction: float, seed: int
+                  ) -> dict[str, Split]:
+    """Train and test splits with no patient on both sides, stratified by worse eye."""
+    rng = np.random.default_rng([seed, TEST_SPLIT_STREAM])
+    train, test = patient_holdout(names, labels, test_fraction, rng)
+    everything = Split(list(names), np.asarray(labels, dtype=np.int64))
+    return {"train": everything.subset(train), "test": everything.subset(test)}
+
+
+def patient_leakage(train_names: list[str], test_names: list[str]) -> int:
+    """How many test images have an image of the same patient (the other eye) in train."""
+    train_patients = {patient_of(name) for name in train_names}
+    return sum(patient_of(name) in train_patients for name in test_names)

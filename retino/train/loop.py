@@ -1,0 +1,91 @@
+"""The loops: one training epoch, scoring, and the stored features of the frozen backbone."""
+
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from retino.grading import accuracy_percent, quadratic_weighted_kappa
+from retino.progress import epoch_bar
+from retino.train.device import autocast
+from retino.train.inputs import Prepare, to_device
+from retino.train.models import backbone_features
+from retino.train.recipe import TrainSettings
+
+
+class Score(NamedTuple):
+    """How well a model grades one set of images."""
+
+    accuracy: float  # %
+    kappa: float  # quadratic weighted
+
+
+def make_criterion(class_weights: Iterable[float] | None, device: torch.device) -> nn.Module:
+    if class_weights is None:
+        return nn.CrossEntropyLoss()
+    return nn.CrossEntropyLoss(weight=torch.tensor(list(class_weights), dtype=torch.float32,
+                                                   device=device))
+
+
+def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) -> torch.optim.SGD:
+    return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
+                           weight_decay=settings.weight_decay)
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
+                    optimizer: torch.optim.Optimizer, prepare: Prepare,
+                    description: str) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, running accuracy in %)."""
+    device = next(model.parameters()).device
+    with epoch_bar(description, len(loader.dataset)) as bar:
+        for inputs, labels in loader:
+            inputs = prepare(inputs)
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(inputs)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            correct = int((logits.argmax(dim=1) == labels).sum())
+            bar.update(len(labels), loss.item() * len(labels), correct)
+    return bar.loss_sum / bar.images, 100.0 * bar.correct / bar.images
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+                   prepare: Prepare | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(actual labels, float32 logits) over ``loader`` in eval mode."""
+    prepare = prepare or to_device(device)
+    model.eval()
+    labels, outputs = [], []
+    for inputs, batch_labels in loader:
+        with autocast(device):
+            outputs.append(model(prepare(inputs)).float().cpu())
+        labels.append(batch_labels)
+    return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
+
+
+def score(model: nn.Module, loader: DataLoader, prepare: Prepare) -> Score:
+    """Accuracy and quadratic weighted kappa of ``model`` on ``loader``."""
+    device = next(model.parameters()).device
+    actual, logits = predict_logits(model, loader, device, prepare)
+    predicted = logits.argmax(axis=1)
+    return Score(accuracy_percent(actual, predicted), quadratic_weighted_kappa(actual, predicted))
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare) -> TensorDataset:
+    """Stored backbone features of every image (eval mode, no augmentation)."""
+    model.eval()
+    device = next(model.parameters()).device
+    features, labels = [], []
+    for inputs, batch_labels in loader:
+        with autocast(device):
+            features.append(backbone_features(model, prepare(inputs)).float().cpu())
+        labels.append(batch_labels)
+    return TensorDataset(torch.cat(features), torch.cat(labels))

@@ -1,0 +1,73 @@
+"""What each phase trains, on which batches, and how a batch reaches the model.
+
+Feature extraction trains ``fc`` alone on features stored once from the frozen
+backbone (eval mode, so its BatchNorm statistics stay put too); fine-tuning and
+scratch runs train every layer on randomly flipped images with a fresh SGD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from retino.progress import console
+from retino.train.inputs import Prepare, ToModel, TrainData, make_loader, to_device
+from retino.train.loop import extract_features, make_optimizer
+from retino.train.models import set_backbone_trainable
+from retino.train.recipe import PHASE_FEATURES, PHASE_FINE_TUNING, PHASE_SCRATCH, TrainSettings
+
+SCORING_BATCH = 64
+
+
+@dataclass
+class PhaseRun:
+    """What one phase trains, on which batches, and how a batch reaches the model."""
+
+    module: nn.Module  # the whole model, or only model.fc on stored features
+    fit: DataLoader
+    scoring: dict[str, DataLoader]  # "validation" and "test"
+    prepare: Prepare  # scoring batches
+    prepare_fit: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # with flips
+    optimizer: torch.optim.Optimizer
+
+
+def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSettings,
+                           device: torch.device) -> PhaseRun:
+    """``fc`` alone, trained on features stored once from the frozen backbone (eval mode)."""
+    set_backbone_trainable(model, False)
+    to_model = ToModel(data.mean, data.std, device)
+    console.print("computing stored features of the frozen backbone ...")
+    stored = {name: extract_features(model, make_loader(getattr(data, name), SCORING_BATCH,
+                                                        False, settings.num_workers, device),
+                                     to_model)
+              for name in ("fit", "validation", "test")}
+    move = to_device(device)
+    return PhaseRun(
+        module=model.fc, fit=make_loader(stored["fit"], settings.batch_size, True, 0, device),
+        scoring={name: make_loader(stored[name], 1024, False, 0, device)
+                 for name in ("validation", "test")},
+        prepare=move, prepare_fit=lambda batch, flips: move(batch),
+        optimizer=make_optimizer(model.fc.parameters(), settings))
+
+
+def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
+              device: torch.device) -> PhaseRun:
+    """Every layer, on randomly flipped images, with a fresh SGD (fine-tuning or scratch)."""
+    set_backbone_trainable(model, True)
+    to_model = ToModel(data.mean, data.std, device)
+    return PhaseRun(
+        module=model,
+        fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device),
+        scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
+                                   False, settings.num_workers, device)
+                 for name in ("validation", "test")},
+        prepare=to_model, prepare_fit=to_model,
+        optimizer=make_optimizer(model.parameters(), settings))
+
+
+PHASE_RUNS = {PHASE_FEATURES: feature_extraction_run, PHASE_FINE_TUNING: image_run,
+              PHASE_SCRATCH: image_run}
