@@ -14,23 +14,65 @@ from pathlib import Path
 import psutil  # installed with dvc
 import yaml
 
+from retino.params import read_params_file
+
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 
-def scratch_project(folder: Path, params: dict) -> Path:
-    """A copy of the pipeline (dvc.yaml, stages, retino) in ``folder`` with ``params``."""
+def scratch_project(folder: Path, params: dict, env: dict | None = None) -> Path:
+    """A copy of the pipeline (dvc.yaml, stages, retino, the DVC config and plot
+    templates) in ``folder`` with ``params``; with ``env``, also a git and DVC repo."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, folder / name)
     for name in ("stages", "retino"):
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if env is not None:
+        for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+            subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
+        shutil.copy(ROOT / ".dvc" / "config", folder / ".dvc" / "config")
+        shutil.copytree(ROOT / ".dvc" / "plots", folder / ".dvc" / "plots")
+    return folder
+
+
+# the file names torchvision's hub cache uses for the ImageNet weights retino can ask for
+STAND_IN_FILES = {"resnet18": ("resnet18-f37072fd.pth",),
+                  "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")}
+
+
+def stand_in_torch_home(folder: Path) -> Path:
+    """A TORCH_HOME whose hub cache holds seeded random 'ImageNet' ResNet weights, for
+    offline tests and timings; they are not ImageNet weights and give no ImageNet results.
+
+    Their BatchNorm statistics are calibrated on noise, as real weights' are on images:
+    left at their initial values, eval-mode activations grow through ResNet-50's 50
+    layers until the CPU slows to a crawl on huge and denormal numbers.
+    """
+    import torch
+    from torchvision import models as tv_models
+
+    checkpoints = folder / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for arch, files in STAND_IN_FILES.items():
+        torch.manual_seed(123)
+        model = getattr(tv_models, arch)()
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for norm in norms:
+            norm.momentum = None  # a plain average over the calibration batches
+        with torch.no_grad():
+            for _ in range(4):
+                model.train()(torch.randn(16, 3, 64, 64))
+        for norm in norms:
+            norm.momentum = 0.1
+        for name in files:
+            torch.save(model.state_dict(), checkpoints / name)
     return folder
 
 
 def project_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return read_params_file(ROOT / "params.yaml")
 
 
 def peak_rss_mib(pid: int | str = "self") -> float:
@@ -60,8 +102,8 @@ def _sample_tree(process: psutil.Process, high_water: dict[int, float]) -> float
         try:
             total += member.memory_info().rss / MIB
             high_water[member.pid] = peak_rss_mib(member.pid)
-        except (psutil.Error, OSError):
-            pass  # ended between listing and reading
+        except (psutil.Error, OSError, RuntimeError):
+            pass  # ended between listing and reading (a zombie has no VmHWM left)
     return total
 
 

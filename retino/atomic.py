@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -43,5 +44,19 @@ def write_text(target: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinite float replaced by None (JSON ``null``): an
+    undefined metric (no referable case in the test split, say) must not become the
+    bare ``NaN`` that strict JSON parsers reject."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: json_safe(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(value) for value in data]
+    return data
+
+
 def write_json(target: str | os.PathLike, data: Any) -> None:
-    write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    """Write ``data`` as strict JSON (undefined numbers as ``null``), atomically."""
+    write_text(target, json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n")

@@ -20,3 +20,10 @@ class WeightsUnavailable(RuntimeError):
 
 
 USER_ERRORS = (ParamsError, DataError, WeightsUnavailable, FileNotFoundError)
+
+
+def brief(error: BaseException) -> str:
+    """``Type: first sentence`` of a library's error, for a one-line message (torch's
+    own texts run to a page)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text.split('. ')[0][:120]}".rstrip(": ")

@@ -4,9 +4,15 @@ Grades are integers 0..4 (``GRADES`` names them). "Referable" DR is grade >= 2
 (moderate or worse), the operating point of the screening literature (Gulshan et
 al., JAMA 2016). compute-stats (the majority baseline), training (validation
 kappa) and the report all score with these functions, so they sit below all three.
+
+One unit per kind of quantity, everywhere in retino's outputs: shares of images
+(accuracy, balanced accuracy, recall, precision, sensitivity, specificity,
+leakage) are in %; kappa, F1 and AUC are coefficients (0..1).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,7 +58,7 @@ def quadratic_weighted_kappa(actual: np.ndarray, predicted: np.ndarray,
 
 
 def per_class_recall_precision(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Recall (row-wise) and precision (column-wise); 0 where undefined."""
+    """Recall (row-wise) and precision (column-wise), as fractions; 0 where undefined."""
     hits = np.diag(counts).astype(float)
     rows, cols = counts.sum(axis=1), counts.sum(axis=0)
     recall = np.divide(hits, rows, out=np.zeros(len(hits)), where=rows > 0)
@@ -61,10 +67,12 @@ def per_class_recall_precision(counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def macro_f1(counts: np.ndarray) -> float:
+    """Mean F1 (0..1) over the grades that occur, as true or predicted grade."""
     recall, precision = per_class_recall_precision(counts)
     total = recall + precision
     f1 = np.divide(2 * recall * precision, total, out=np.zeros(len(total)), where=total > 0)
-    return float(f1.mean())
+    occurs = (counts.sum(axis=1) > 0) | (counts.sum(axis=0) > 0)
+    return float(f1[occurs].mean())
 
 
 def balanced_accuracy_percent(counts: np.ndarray) -> float:
@@ -90,20 +98,79 @@ def roc_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[is_positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+class Referable(NamedTuple):
+    """Referable DR (grade >= 2) as a screening test; NaN where undefined (no referable,
+    or no non-referable, case)."""
+
+    sensitivity: float  # %
+    specificity: float  # %
+    auc: float  # ROC AUC of the referable score, 0..1
+
+
 def referable_scores(actual: np.ndarray, predicted: np.ndarray,
-                     referable_probability: np.ndarray) -> dict:
-    """Sensitivity/specificity of predicted grade >= 2, and ROC AUC of P(grade >= 2)."""
+                     referable_score: np.ndarray) -> Referable:
+    """Sensitivity/specificity of predicted grade >= 2, and the ROC AUC of a score that
+    ranks images by how referable they look (e.g. P(grade >= 2))."""
     truth = np.asarray(actual) >= REFERABLE_GRADE
     call = np.asarray(predicted) >= REFERABLE_GRADE
     positives, negatives = truth.sum(), (~truth).sum()
-    return {
-        "sensitivity": float((call & truth).sum() / positives) if positives else float("nan"),
-        "specificity": float((~call & ~truth).sum() / negatives) if negatives else float("nan"),
-        "roc_auc": roc_auc(truth, referable_probability),
-    }
+    return Referable(
+        sensitivity=float(100.0 * (call & truth).sum() / positives) if positives else float("nan"),
+        specificity=float(100.0 * (~call & ~truth).sum() / negatives) if negatives
+        else float("nan"),
+        auc=roc_auc(truth, referable_score))
 
 
 def majority_baseline_percent(actual: np.ndarray, num_class: int = NUM_CLASS) -> float:
     """Accuracy of always predicting the most common grade of ``actual``."""
     counts = np.bincount(np.asarray(actual), minlength=num_class)
     return float(100.0 * counts.max() / counts.sum())
+
+
+def referable_probability(logits: np.ndarray) -> np.ndarray:
+    """P(grade >= 2) from 5-way logits: the softmax mass of the referable grades."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (shifted[:, REFERABLE_GRADE:].sum(axis=1) / shifted.sum(axis=1)).astype(np.float64)
+
+
+# Screening operating points, as Gulshan et al. (JAMA 2016) report two: one chosen for
+# high sensitivity, one for high specificity. Each threshold is chosen on validation.
+SENSITIVITY_TARGET = 97.5  # %: the high-sensitivity point catches at least this share
+SPECIFICITY_TARGET = 98.0  # %: the high-specificity point clears at least this share
+
+
+class OperatingPoint(NamedTuple):
+    """Call an image referable when its referable score is >= ``threshold``."""
+
+    threshold: float
+    sensitivity: float  # % on the set the threshold was chosen on
+    specificity: float  # %
+
+
+def at_threshold(is_referable: np.ndarray, score: np.ndarray, threshold: float
+                 ) -> tuple[float, float]:
+    """(sensitivity %, specificity %) of calling ``score >= threshold`` referable."""
+    truth, call = np.asarray(is_referable, dtype=bool), np.asarray(score) >= threshold
+    sensitivity = 100.0 * (call & truth).sum() / truth.sum() if truth.any() else float("nan")
+    specificity = 100.0 * (~call & ~truth).sum() / (~truth).sum() if (~truth).any() \
+        else float("nan")
+    return float(sensitivity), float(specificity)
+
+
+def operating_points(is_referable: np.ndarray, score: np.ndarray) -> dict[str, OperatingPoint]:
+    """The high-sensitivity point (the highest threshold that still catches
+    ``SENSITIVITY_TARGET`` % of referable images) and the high-specificity point (the
+    lowest threshold that clears ``SPECIFICITY_TARGET`` % of the others); empty when
+    ``is_referable`` holds only one class."""
+    truth, score = np.asarray(is_referable, dtype=bool), np.asarray(score, dtype=np.float64)
+    if truth.all() or not truth.any():
+        return {}
+    candidates = np.unique(score)
+    sensitivities = np.array([at_threshold(truth, score, t)[0] for t in candidates])
+    specificities = np.array([at_threshold(truth, score, t)[1] for t in candidates])
+    high_sensitivity = candidates[sensitivities >= SENSITIVITY_TARGET].max()
+    reaching = candidates[specificities >= SPECIFICITY_TARGET]
+    high_specificity = reaching.min() if reaching.size else np.nextafter(candidates.max(), 2.0)
+    return {name: OperatingPoint(float(t), *at_threshold(truth, score, t))
+            for name, t in (("high_sensitivity", high_sensitivity),
+                            ("high_specificity", high_specificity))}

@@ -26,10 +26,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from retino.data.layout import IMAGE_FOLDER, image_path, read_split
-from retino.data.stats import STATS_FILE, load_stats
+from retino.data.layout import IMAGE_FOLDER, csv_paths, image_path, read_split
+from retino.data.stats import STATS_FILE, channel_moments, load_stats
 from retino.errors import DataError
 from retino.grading import NUM_CLASS, accuracy_percent, confusion_counts, row_normalised
+from retino.progress import console, counting
 from retino.train.loop import predict_logits
 from retino.train.models import build_model
 
@@ -61,12 +62,7 @@ class FundusImages(Dataset):
         return len(self.names)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        path = image_path(self.image_folder, self.names[index])
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except (FileNotFoundError, OSError) as error:
-            raise DataError(f"{path}: cannot read image ({error})") from None
+        rgb = _open_rgb(image_path(self.image_folder, self.names[index]))
         return self.transform(rgb), int(self.labels[index])
 
     @staticmethod
@@ -87,21 +83,60 @@ class RetinopathyLoader(FundusImages):
     * the path is ``<img_path>/<name>.jpeg``; the skeleton's ``' .jpeg'`` added a space;
     * ``ToTensor`` runs before ``Normalize``, which needs a tensor;
     * random flips only in ``mode='train'``; the test split is never augmented;
-    * normalisation uses the exact train statistics from compute-stats
-      (``metrics/data_stats.json``) unless ``mean`` and ``std`` are given.
+    * normalisation uses exact train statistics: ``mean``/``std`` when given, else
+      those of compute-stats (``stats_file``, by default ``metrics/data_stats.json``
+      when it exists), else computed here from the images the train CSV lists
+      (decoded once, summed exactly, remembered for the next call), so the lab's
+      script runs as it is in a folder with no pipeline around it.
     """
 
     def __init__(self, img_path: str | Path, mode: str, mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, stats_file: str | Path = STATS_FILE):
+                 std: Sequence[float] | None = None, stats_file: str | Path | None = None):
         if mode not in ("train", "test"):
             raise ValueError(f"unknown mode {mode!r}: choose train or test")
         if mean is None or std is None:
-            stats = load_stats(stats_file)
-            mean, std = stats.mean, stats.std
+            mean, std = _normalisation(Path(img_path), stats_file)
         split = read_split(Path(img_path).parent, mode)
         super().__init__(img_path, split.names, split.labels, image_transform(mode, mean, std))
         self.mode = mode
         self.img_name, self.label = self.names, self.labels  # the lab's attribute names
+
+
+_computed_statistics: dict[tuple, tuple] = {}
+
+
+def _normalisation(img_path: Path, stats_file: str | Path | None) -> tuple:
+    """(mean, std) from ``stats_file``, else the default stats file, else the images."""
+    if stats_file is not None or STATS_FILE.is_file():
+        stats = load_stats(stats_file if stats_file is not None else STATS_FILE)
+        return stats.mean, stats.std
+    return train_statistics(img_path)
+
+
+def train_statistics(img_path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel mean/std (0..1 scale) of the images ``train_img.csv`` lists,
+    as this loader decodes them; computed once per folder and CSV version."""
+    img_path = Path(img_path)
+    train_csv = csv_paths(img_path.parent, "train")[0]
+    key = (str(img_path.resolve()), train_csv.stat().st_mtime_ns if train_csv.is_file() else 0)
+    if key not in _computed_statistics:
+        split = read_split(img_path.parent, "train")
+        console.print(f"no statistics file ({STATS_FILE} not found): computing the exact "
+                      f"train mean/std from the {len(split)} images of {train_csv}")
+        with counting("train statistics", len(split)) as tick:
+            moments = channel_moments((np.asarray(_open_rgb(image_path(img_path, name)))[None]
+                                       for name in split.names), tick)
+        mean, std = moments.mean_std()
+        _computed_statistics[key] = (tuple(map(float, mean)), tuple(map(float, std)))
+    return _computed_statistics[key]
+
+
+def _open_rgb(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (FileNotFoundError, OSError) as error:
+        raise DataError(f"{path}: cannot read image ({error})") from None
 
 
 def ResNet18(num_class: int = NUM_CLASS, pretrained: bool = False) -> nn.Module:  # noqa: N802

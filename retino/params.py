@@ -3,6 +3,12 @@
 Every problem found is reported together in one ``ParamsError`` that names the key,
 the value and what is allowed, e.g.
 ``train.resnet18.lr = -0.1: must be a number > 0``.
+
+The file is read as DVC reads it (ruamel.yaml, YAML 1.2: ``1e-3`` is a number,
+``yes`` is the string "yes"), so ``dvc params diff`` and the stages never disagree.
+A stage loads its params with ``load_params(stage=...)`` and gets a view in which
+only the keys its ``dvc.yaml`` entry declares (``STAGE_PARAMS``) can be read; those
+same keys, and no others, are what it records in its outputs.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from retino.errors import ParamsError
 
@@ -21,6 +28,9 @@ INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("synthetic", "lab", "kaggle")
 ON_BAD_INPUT = ("stop", "skip")
+# The ImageNet weights torchvision has for each architecture (a test keeps this equal
+# to torchvision's own list), so that params.yaml is checked without importing torch.
+WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2")}
 
 
 @dataclass(frozen=True)
@@ -69,10 +79,6 @@ class TrainParams:
     run_seed: int  # initial weights, batch order, flips
     resnet18: ArchParams
     resnet50: ArchParams
-
-    def arch(self, name: str) -> ArchParams:
-        check_arch(name)
-        return getattr(self, name)
 
 
 @dataclass(frozen=True)
@@ -147,11 +153,6 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
-def _weights_name(value: Any) -> str | None:
-    ok = isinstance(value, str) and value.startswith("IMAGENET1K_")
-    return None if ok else "must name a torchvision ImageNet weight, e.g. IMAGENET1K_V1"
-
-
 SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "data": {
         "source": _one_of(SOURCES), "image_size": _positive_int,
@@ -186,7 +187,7 @@ RENAMED = {
 REMOVED_SECTIONS = {"downscale": "its workers key is now compute.image_workers"}
 ARCH_RULES: dict[str, Callable[[Any], str | None]] = {
     "batch_size": _positive_int, "lr": _positive_number,
-    "imagenet_weights": _weights_name, "weights_file": _text,
+    "imagenet_weights": _text, "weights_file": _text,
 }
 
 
@@ -233,6 +234,11 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
                 for name, rules in SECTION_RULES.items()}
     archs = {a: _check_section(f"train.{a}", sections["train"].get(a), ARCH_RULES, errors)
              for a in ARCHS}
+    for arch, section in archs.items():
+        name = section.get("imagenet_weights")
+        if isinstance(name, str) and name not in WEIGHT_NAMES[arch]:
+            errors.append(f"train.{arch}.imagenet_weights = {name!r}: torchvision has no such "
+                          f"weights for {arch}; choose {' or '.join(WEIGHT_NAMES[arch])}")
     if errors:
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     train = {k: v for k, v in sections["train"].items() if k not in ARCHS}
@@ -245,13 +251,90 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     )
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate ``params.yaml``."""
+def read_params_file(path: str | Path = "params.yaml") -> Any:
+    """The raw content of ``path`` as DVC sees it (ruamel.yaml's safe loader, YAML 1.2)."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root)")
-    with path.open(encoding="utf-8") as f:
-        return parse_params(yaml.safe_load(f), source=str(path))
+    try:
+        return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+
+
+# What each stage reads, exactly as its ``params:`` list in dvc.yaml says (a test
+# holds the two together); ``{arch}`` stands for the run's architecture.
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "check-params": (),  # reads the whole file as a file dep, to validate it
+    "synthesize": ("synthesize", "compute.image_workers"),
+    "downscale-images": ("data", "compute.image_workers"),
+    "compute-stats": ("data.image_size",),
+    "train": ("train.epochs_feature_extraction", "train.epochs_fine_tuning",
+              "train.weighted_loss", "train.momentum", "train.weight_decay",
+              "train.validation_fraction", "train.run_seed", "train.{arch}",
+              "data.split_seed", "compute.device", "compute.loader_workers"),
+    "evaluate": ("evaluate.batch_size", "compute.device", "compute.loader_workers"),
+    "compare": (),
+    "plots-page": (),
+}
+
+
+def declared_keys(stage: str, arch: str | None = None) -> tuple[str, ...]:
+    """The params keys ``stage`` declares (for a train stage, of architecture ``arch``)."""
+    return tuple(key.format(arch=arch) for key in STAGE_PARAMS[stage])
+
+
+class UndeclaredParam(LookupError):
+    """A stage read a key that its dvc.yaml entry does not list: a bug in retino, since
+    a change of that key would not rerun the stage."""
+
+
+def _covers(declared: tuple[str, ...], key: str) -> bool:
+    return any(key == d or key.startswith(d + ".") for d in declared)
+
+
+class DeclaredParams:
+    """A read-only view of (a section of) ``Params`` that lets a stage read only the keys
+    it declares; reading any other raises ``UndeclaredParam``."""
+
+    def __init__(self, value: Any, declared: tuple[str, ...], stage: str, prefix: str = ""):
+        self._value, self._declared, self._stage, self._prefix = value, declared, stage, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        key = f"{self._prefix}.{name}" if self._prefix else name
+        if _covers(self._declared, key):
+            return getattr(self._value, name)
+        if any(d.startswith(key + ".") for d in self._declared):
+            return DeclaredParams(getattr(self._value, name), self._declared, self._stage, key)
+        raise UndeclaredParam(f"stage {self._stage} reads {key}, which its params in dvc.yaml "
+                              f"do not list ({', '.join(self._declared) or 'none'})")
+
+    def recorded(self) -> dict[str, Any]:
+        """The declared keys and their values, by dotted key: what the stage's outputs
+        record of the settings that made them."""
+        return {key: value for key, value in flat_values(self._value).items()
+                if _covers(self._declared, key)}
+
+
+def flat_values(params: Params) -> dict[str, Any]:
+    """``{"train.resnet18.lr": 0.001, ...}``: every leaf of ``params`` by its dotted key."""
+    def walk(prefix: str, value: Any) -> dict[str, Any]:
+        if dataclasses.is_dataclass(value):
+            return {k: v for field in dataclasses.fields(value)
+                    for k, v in walk(f"{prefix}.{field.name}".lstrip("."),
+                                     getattr(value, field.name)).items()}
+        return {prefix: value}
+    return walk("", params)
+
+
+def load_params(path: str | Path = "params.yaml", stage: str | None = None,
+                arch: str | None = None) -> Any:
+    """Read and validate all of ``params.yaml``. With ``stage``, return that stage's
+    ``DeclaredParams`` view; without, the whole ``Params`` (tests, benchmarks)."""
+    params = parse_params(read_params_file(path), source=str(path))
+    if stage is None:
+        return params
+    return DeclaredParams(params, declared_keys(stage, arch), stage)
 
 
 def run_name(arch: str, init: str) -> str:
@@ -259,6 +342,6 @@ def run_name(arch: str, init: str) -> str:
     return f"{check_arch(arch)}-{check_init(init)}"
 
 
-def as_dict(section: Any) -> dict:
-    """Plain-dict form of a params section, for saving inside checkpoints."""
-    return dataclasses.asdict(section)
+def run_code(arch: str, init: str) -> str:
+    """The run's compact code for table columns: ``resnet18-pretrained`` -> ``r18p``."""
+    return f"r{check_arch(arch).removeprefix('resnet')}{check_init(init)[0]}"

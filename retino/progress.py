@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from rich.table import Table
 
 # Wide enough for the summary tables when DVC pipes the output to a log.
-console = Console(stderr=True, width=None if sys.stderr.isatty() else 130)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 @contextlib.contextmanager
@@ -29,8 +29,9 @@ def counting(description: str, total: int) -> Iterator[Callable[..., None]]:
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column, justify="right" if column != columns[0] else "left")
+    for column in columns:  # the first column names the row: never wrapped
+        first = column == columns[0]
+        table.add_column(column, justify="left" if first else "right", no_wrap=first)
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)

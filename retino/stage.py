@@ -1,15 +1,31 @@
-"""How a stage script runs and ends: a user's mistake is one clear message, not a
-traceback; a Ctrl-C during training always takes effect."""
+"""How a stage script starts and ends: its command line (``--help`` shows the stage's
+docstring, which says what it reads from params.yaml), a user's mistake as one clear
+message instead of a traceback, a Ctrl-C during training that always takes effect."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, Iterator
 
 from retino.errors import USER_ERRORS
+from retino.params import ARCHS, INITS
 from retino.progress import console
+
+
+def stage_parser(description: str, per_run: bool = False) -> argparse.ArgumentParser:
+    """A stage's argument parser; ``per_run`` adds ``--arch``, ``--init`` and ``--data``
+    (the downscaled set), which the train and evaluate stages of each run take."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if per_run:
+        parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
+        parser.add_argument("--init", required=True, help=f"one of: {', '.join(INITS)}")
+        parser.add_argument("--data", type=Path, required=True, help="downscaled set")
+    return parser
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -1,7 +1,9 @@
 """Stage compute-stats: exact channel mean/std of the train split, class counts, weights,
-and the split's patient leakage."""
+the majority baseline and the split's patient leakage, into metrics/data_stats.json.
 
-import argparse
+Reads params.yaml: data.image_size (recorded with the statistics).
+"""
+
 from pathlib import Path
 
 from retino.atomic import write_json
@@ -10,15 +12,15 @@ from retino.data.layout import read_layout
 from retino.data.stats import channel_moments, stats_document
 from retino.params import load_params
 from retino.progress import console, counting, print_table
-from retino.stage import run_stage
+from retino.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = stage_parser(__doc__)
     parser.add_argument("--data", type=Path, required=True, help="downscaled set")
     parser.add_argument("--out", type=Path, required=True, help="stats JSON to write")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(stage="compute-stats")
     splits = read_layout(args.data)
     train = splits["train"]
     with counting("compute-stats", len(train)) as tick:
@@ -27,11 +29,11 @@ def main() -> None:
     write_json(args.out, document)
     rows = [[mode, *counts.values()] for mode, counts in document["class_counts"].items()]
     print_table("class counts", ["split", *document["class_weights"]], rows)
-    leakage = document["patient_leakage"]
     console.print(f"mean {document['mean']}\nstd  {document['std']}\n"
-                  f"majority baseline (test): {document['majority_baseline_test_accuracy']:.2f} %"
-                  f"\npatient leakage: {leakage['test_images_with_other_eye_in_train']} test "
-                  f"images ({leakage['percent_of_test']} %) have the other eye in train")
+                  f"majority baseline (test): {document['baseline_acc']:.2f} %\n"
+                  f"patient leakage: {document['test_images_with_other_eye_in_train']} test "
+                  f"images ({document['test_patient_leakage_percent']} %) have the other eye "
+                  "in train")
 
 
 if __name__ == "__main__":

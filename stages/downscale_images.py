@@ -1,7 +1,11 @@
 """Stage downscale-images: check the source, split by patient if asked, and store every
-image cropped, padded square and resized as uint8 arrays."""
+image cropped, padded square and resized as uint8 arrays.
 
-import argparse
+Reads params.yaml: data.source (synthetic | lab | kaggle), data.image_size,
+data.on_bad_input (stop | skip), data.resplit (true | false),
+data.resplit_test_fraction, data.split_seed, compute.image_workers (0 = one per core).
+"""
+
 from pathlib import Path
 
 from retino.atomic import atomic_path, write_text
@@ -12,16 +16,16 @@ from retino.data.splits import patient_leakage
 from retino.params import load_params
 from retino.pool import default_workers
 from retino.progress import console, counting
-from retino.stage import run_stage
+from retino.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = stage_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="downscaled set to write")
     parser.add_argument("--skipped-out", type=Path, required=True,
                         help="CSV report of the inputs left out")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(stage="downscale-images")
     data = params.data
     folder = source_folder(data.source)
     source = read_source(data.source, folder, data.resplit, data.resplit_test_fraction,

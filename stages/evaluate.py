@@ -1,4 +1,12 @@
-"""Stage evaluate@<arch>-<init>: test-set metrics of the validation-chosen checkpoint."""
+"""Stage evaluate@<arch>-<init>: every test-set metric of the checkpoint that train chose
+on validation, with 95 % intervals (patients resampled), the test sensitivity and
+specificity at the referable operating points chosen on validation, and the split's
+patient leakage; the per-image predictions for DVC's confusion plot; a confusion
+heatmap; a Grad-CAM gallery of right and wrong test photos per grade.
+
+Reads params.yaml: evaluate.batch_size, compute.device (auto | cpu | cuda) and
+compute.loader_workers.
+"""
 
 import argparse
 from pathlib import Path
@@ -8,45 +16,50 @@ import torch
 from retino.atomic import write_json
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.report.evaluation import evaluation_report, predict_test_split, prediction_rows
+from retino.report.evaluation import (at_operating_points, evaluation_report,
+                                      patient_bootstrap, patient_leakage_percent,
+                                      predict_test_split, prediction_rows)
 from retino.report.figures import confusion_heatmap
-from retino.stage import run_stage
+from retino.report.gallery import gallery
+from retino.stage import run_stage, stage_parser
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--arch", required=True)
-    parser.add_argument("--init", required=True)
-    parser.add_argument("--data", type=Path, required=True, help="downscaled set")
-    parser.add_argument("--model", type=Path, required=True)
+    parser = stage_parser(__doc__, per_run=True)
+    parser.add_argument("--model", type=Path, required=True, help="the train stage's .pt")
     parser.add_argument("--metrics-out", type=Path, required=True)
     parser.add_argument("--predictions-out", type=Path, required=True)
-    parser.add_argument("--figure-out", type=Path, required=True)
+    parser.add_argument("--figure-out", type=Path, required=True, help="confusion heatmap")
+    parser.add_argument("--gallery-out", type=Path, required=True, help="Grad-CAM gallery")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
     name = run_name(check_arch(args.arch), check_init(args.init))
-    params = load_params()
+    params = load_params(stage="evaluate")
     test = predict_test_split(args.model, args.data, params.compute.device,
                               params.evaluate.batch_size, params.compute.loader_workers)
-    checkpoint = test.checkpoint
-    report = {"chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
-              "weighted_loss": checkpoint["weighted_loss"],
-              **evaluation_report(test.actual, test.logits)}
+    checkpoint, predicted = test.checkpoint, test.logits.argmax(axis=1)
+    report = {**evaluation_report(test.actual, test.logits),
+              "ci95": patient_bootstrap(test.actual, test.logits, test.images.names),
+              "operating_points": at_operating_points(test.actual, test.logits,
+                                                      checkpoint.get("operating_points", {})),
+              "test_patient_leakage_percent": patient_leakage_percent(args.data),
+              "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
+              "weighted_loss": checkpoint["weighted_loss"]}
     write_json(args.metrics_out, report)
-    write_json(args.predictions_out, prediction_rows(test.actual, test.logits.argmax(axis=1)))
-    confusion_heatmap(report["confusion_counts"],
-                      f"{name}: test accuracy {report['accuracy']:.1f} %, "
-                      f"kappa {report['quadratic_weighted_kappa']:.3f}", args.figure_out)
-    console.print(f"[bold]{name}[/]: accuracy {report['accuracy']:.1f} % (majority baseline "
-                  f"{report['majority_baseline_accuracy']:.1f} %), kappa "
-                  f"{report['quadratic_weighted_kappa']:.3f}, referable sensitivity "
-                  f"{report['referable']['sensitivity']:.3f} / specificity "
-                  f"{report['referable']['specificity']:.3f}")
+    write_json(args.predictions_out, prediction_rows(test.actual, predicted))
+    headline = f"test accuracy {report['acc']:.1f} %, QWK {report['qwk']:.3f}"
+    confusion_heatmap(report["confusion_counts"], f"{name}: {headline}", args.figure_out)
+    gallery(test.model, test.images, test.to_model, predicted,
+            f"{name}: Grad-CAM on test photos ({headline})", args.gallery_out)
+    console.print(f"[bold]{name}[/]: accuracy {report['acc']:.1f} % (majority baseline "
+                  f"{report['baseline_acc']:.1f} %), QWK {report['qwk']:.3f}, balanced "
+                  f"accuracy {report['bacc']:.1f} %, referable sensitivity "
+                  f"{report['ref_sens']:.1f} % / specificity {report['ref_spec']:.1f} %")
 
 
 if __name__ == "__main__":
-    torch.set_grad_enabled(False)
+    torch.set_grad_enabled(False)  # Grad-CAM turns gradients on where it needs them
     run_stage(main)

@@ -1,6 +1,10 @@
-"""Stage synthesize: draw the embedded synthetic fundus dataset in the lab's layout."""
+"""Stage synthesize: draw the embedded synthetic fundus dataset in the lab's layout
+(data/<patient>_<left|right>.jpeg and the four headerless CSVs).
 
-import argparse
+Reads params.yaml: synthesize.patients, synthesize.canvas_height,
+synthesize.test_fraction, synthesize.seed, compute.image_workers (0 = one per core).
+"""
+
 from pathlib import Path
 
 from retino.atomic import atomic_path
@@ -8,14 +12,14 @@ from retino.data.synthetic import write_dataset
 from retino.params import load_params
 from retino.pool import default_workers
 from retino.progress import counting, print_table
-from retino.stage import run_stage
+from retino.stage import run_stage, stage_parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = stage_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="dataset folder to create")
     args = parser.parse_args()
-    params = load_params()
+    params = load_params(stage="synthesize")
     synthesize, workers = params.synthesize, default_workers(params.compute.image_workers)
     with atomic_path(args.out) as folder, counting("synthesize", 2 * synthesize.patients) as tick:
         splits = write_dataset(folder, synthesize.patients, synthesize.canvas_height,

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
-from torchvision import models as tv_models
 
 from retino.data.downscale import prepare_downscaled
 from retino.data.sources import read_source
 from retino.data.synthetic import write_dataset
+from retino.params import read_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from measure import STAND_IN_FILES, scratch_project, stand_in_torch_home  # noqa: E402, F401
 
 
 def project_params() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return read_params_file(ROOT / "params.yaml")
 
 
 def tiny_params() -> dict:
@@ -50,7 +51,7 @@ def tiny_dataset(tiny_raw, tmp_path_factory) -> Path:
     return small
 
 
-WEIGHT_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}
+WEIGHT_FILES = {arch: files[0] for arch, files in STAND_IN_FILES.items()}
 
 
 @pytest.fixture(scope="session")
@@ -59,13 +60,7 @@ def stand_in_weights(tmp_path_factory) -> Path:
 
     They exercise torchvision's real loading path offline; they are not ImageNet.
     """
-    home = tmp_path_factory.mktemp("torch_home")
-    folder = home / "hub" / "checkpoints"
-    folder.mkdir(parents=True)
-    for arch, filename in WEIGHT_FILES.items():
-        torch.manual_seed(123)
-        torch.save(getattr(tv_models, arch)().state_dict(), folder / filename)
-    return home
+    return stand_in_torch_home(tmp_path_factory.mktemp("torch_home"))
 
 
 @pytest.fixture

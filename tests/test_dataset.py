@@ -107,3 +107,22 @@ def test_validation_holdout_is_by_patient(tiny_dataset):
     held = {patient_of(n) for n in data.validation.names}
     assert fit and held and not fit & held
     assert len(data.fit) + len(data.validation) == len(read_split(tiny_dataset, "train"))
+
+
+def test_lab_call_alone_computes_exact_train_statistics_once(tiny_raw, tmp_path, monkeypatch,
+                                                             capsys):
+    """The lab's script, run as it is in a lab-layout folder with no pipeline around it."""
+    monkeypatch.chdir(tiny_raw)  # no metrics/data_stats.json here
+    train = RetinopathyLoader(img_path="data", mode="train")
+    test = RetinopathyLoader(img_path="data", mode="test")
+    said = capsys.readouterr().err
+    assert said.count("computing the exact train mean/std") == 1  # once, then remembered
+    pixels = np.concatenate([rgb_pixels(tiny_raw / "data" / f"{n}.jpeg").reshape(-1, 3)
+                             for n in read_split(tiny_raw, "train").names]) / 255.0
+    mean, std = pixels.mean(axis=0), pixels.std(axis=0)
+    normalize = train.transform.transforms[-1]
+    np.testing.assert_allclose(normalize.mean, mean, rtol=1e-9)
+    np.testing.assert_allclose(normalize.std, std, rtol=1e-9)
+    assert test.transform.transforms[-1].mean == normalize.mean
+    explicit = RetinopathyLoader("data", "test", mean=MEAN, std=STD)  # given values still win
+    assert tuple(explicit.transform.transforms[-1].mean) == MEAN

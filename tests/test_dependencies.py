@@ -11,16 +11,18 @@ import ast
 import copy
 from pathlib import Path
 
+import pytest
 import yaml
 
 from retino.imports import project_imports
+from retino.params import STAGE_PARAMS, UndeclaredParam, declared_keys, load_params
 from tests.conftest import ROOT
 
 # Files a stage may import without listing them, because they cannot change any
 # result. Only names, each with its reason.
 EXEMPT = {
     "retino/progress.py": "progress bars and tables: what is printed, never what is written",
-    "retino/stage.py": "wraps main(): prints user errors, honours Ctrl-C",
+    "retino/stage.py": "command-line parsing, user errors printed, Ctrl-C honoured",
     "retino/errors.py": "exception classes; their messages are not results",
     "retino/__init__.py": "package docstring only (test_exempt_packages_hold_no_code)",
     "retino/data/__init__.py": "package docstring only",
@@ -85,10 +87,11 @@ def test_exempt_packages_hold_no_code():
 
 
 def test_stage_scripts_import_only_their_step_and_the_shared_basics():
-    steps = {"synthesize": "data", "downscale_images": "data", "compute_stats": "data",
-             "train": "train", "evaluate": "report", "compare": "report"}
+    steps = {"check_params": None, "synthesize": "data", "downscale_images": "data",
+             "compute_stats": "data", "train": "train", "evaluate": "report",
+             "compare": "report", "plots_page": "report"}
     for script in sorted((ROOT / "stages").glob("*.py")):
-        step = steps.get(script.stem)
+        step = steps[script.stem]
         tree = ast.parse(script.read_text())
         modules = {node.module for node in ast.walk(tree)
                    if isinstance(node, ast.ImportFrom) and node.module
@@ -97,12 +100,15 @@ def test_stage_scripts_import_only_their_step_and_the_shared_basics():
         assert not foreign, f"{script.name} imports from another step: {sorted(foreign)}"
 
 
+FACES = ("lab.py", "cli.py", "__main__.py", "predict.py")  # user-facing entry points, on top
+
+
 def _level(module_path: str) -> int:
-    """Position in the stage graph: shared basics 0, data 1, train 2, report 3, lab 4."""
+    """Position in the stage graph: shared basics 0, data 1, train 2, report 3, faces 4."""
     parts = Path(module_path).parts
     if len(parts) > 2:
         return {"data": 1, "train": 2, "report": 3}[parts[1]]
-    return 4 if parts[1] == "lab.py" else 0
+    return 4 if parts[1] in FACES else 0
 
 
 def test_imports_point_down_the_stage_graph():
@@ -112,3 +118,35 @@ def test_imports_point_down_the_stage_graph():
             imported = str(path.relative_to(ROOT))
             assert _level(imported) <= _level(own) or imported.endswith("__init__.py"), \
                 f"{own} imports {imported}, which sits later in the stage graph"
+
+
+def _declared_in_dvc_yaml(stage: dict) -> list[str]:
+    return [key if isinstance(key, str) else next(iter(key)) for key in stage.get("params", [])]
+
+
+def test_dvc_yaml_declares_exactly_the_params_each_stage_reads():
+    """STAGE_PARAMS is what load_params(stage=...) lets a stage read and what its outputs
+    record; dvc.yaml must rerun the stage on exactly those keys."""
+    stages = project_dvc_yaml()["stages"]
+    assert set(stages) == set(STAGE_PARAMS)
+    for name, stage in stages.items():
+        declared = [key.replace("${item.arch}", "{arch}") for key in _declared_in_dvc_yaml(stage)]
+        assert declared == list(STAGE_PARAMS[name]), name
+
+
+def test_reading_an_undeclared_param_is_a_bug_that_stops_the_stage():
+    params = load_params(ROOT / "params.yaml", stage="evaluate")
+    assert params.evaluate.batch_size > 0 and params.compute.device in ("auto", "cpu", "cuda")
+    with pytest.raises(UndeclaredParam, match="stage evaluate reads train, which its params in dvc.yaml do not list"):
+        params.train.weighted_loss
+    with pytest.raises(UndeclaredParam, match="reads compute.image_workers"):
+        params.compute.image_workers
+
+
+def test_a_train_stage_records_its_declared_params_and_no_others():
+    recorded = load_params(ROOT / "params.yaml", stage="train", arch="resnet50").recorded()
+    assert "train.resnet50.lr" in recorded and "data.split_seed" in recorded
+    assert not [key for key in recorded if key.startswith(("train.resnet18", "data.source",
+                                                           "evaluate", "synthesize"))]
+    assert all(any(key == d or key.startswith(d + ".") for d in
+                   declared_keys("train", "resnet50")) for key in recorded)

@@ -24,6 +24,9 @@ def test_every_row_is_read_including_the_first(tmp_path):
     (["1_left", "1_right"], [0], "has 2 rows but .*train_label.csv has 1"),
     (["1_left", "1_left"], [0, 0], "train_img.csv row 2: duplicate image name '1_left'"),
     (["../etc/passwd", "1_left"], [0, 0], "row 1: image name '../etc/passwd' points outside"),
+    (["1_left", "scan0042"], [0, 0], r"train_img.csv row 2: image name 'scan0042' is not "
+                                     r"<patient>_<left\|right>"),
+    (["1_left", "7_centre"], [0, 0], "row 2: image name '7_centre' is not"),
 ])
 def test_bad_csv_rows_are_named(tmp_path, names, labels, message):
     _write(tmp_path, "train", names, labels)

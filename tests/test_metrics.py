@@ -1,10 +1,13 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from retino.grading import (confusion_counts, quadratic_weighted_kappa, roc_auc,
-                            row_normalised)
+from retino.atomic import write_json
+from retino.grading import (balanced_accuracy_percent, confusion_counts, macro_f1,
+                            quadratic_weighted_kappa, roc_auc, row_normalised)
 from retino.lab import evaluate
 from retino.report.evaluation import evaluation_report, prediction_rows
 
@@ -35,10 +38,10 @@ def test_report_baseline_and_referable():
     actual = np.array([0, 0, 0, 2, 3, 1])
     logits = np.eye(5)[[0, 0, 2, 2, 0, 0]] * 5.0
     report = evaluation_report(actual, logits)
-    assert report["accuracy"] == pytest.approx(50.0)
-    assert report["majority_baseline_accuracy"] == pytest.approx(50.0)
-    assert report["referable"]["sensitivity"] == 0.5  # grade 3 called 0
-    assert report["referable"]["specificity"] == 0.75  # one grade 0 called 2
+    assert report["acc"] == pytest.approx(50.0)
+    assert report["baseline_acc"] == pytest.approx(50.0)
+    assert report["ref_sens"] == 50.0  # grade 3 called 0
+    assert report["ref_spec"] == 75.0  # one grade 0 called 2
     assert prediction_rows(actual[:1], np.array([2]))[0] == {"actual": "0", "predicted": "2"}
 
 
@@ -53,3 +56,35 @@ def test_lab_evaluate_signature():
     present = np.bincount(labels.numpy(), minlength=5) > 0
     np.testing.assert_allclose(matrix.sum(axis=1)[present], 1.0)
     assert matrix.shape == (5, 5)
+
+
+def test_balanced_accuracy_and_macro_f1_by_hand():
+    actual = np.array([0, 0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 2])
+    counts = confusion_counts(actual, predicted)
+    # recall 3/4, 1/2, 1/1 over the three grades present -> 75 %
+    assert balanced_accuracy_percent(counts) == pytest.approx(75.0)
+    # precision 3/4, 1/2, 1/1 too, so F1 = recall per grade; grades 3-4 never occur
+    assert macro_f1(counts) == pytest.approx((0.75 + 0.5 + 1.0) / 3)
+    # a grade predicted but never true occurs, with F1 0
+    assert macro_f1(confusion_counts(np.array([0, 0]), np.array([0, 4]))) == pytest.approx(
+        (2 * 1.0 * 0.5 / 1.5 + 0.0) / 2)
+
+
+def test_referable_auc_counts_tied_pairs_half():
+    is_referable = np.array([0, 0, 1, 1, 0, 1])
+    score = np.array([0.1, 0.5, 0.5, 0.9, 0.5, 0.2])
+    # positive-negative pairs: 0.5 beats 0.1 and ties twice (1 + 0.5 + 0.5), 0.9 beats all
+    # three (3), 0.2 beats 0.1 only (1): 6 of 9
+    assert roc_auc(is_referable, score) == pytest.approx(6 / 9)
+    assert np.isnan(roc_auc(np.zeros(3), np.array([0.1, 0.2, 0.3])))
+
+
+def test_undefined_metrics_are_written_as_json_null(tmp_path):
+    report = evaluation_report(np.zeros(4, dtype=int), np.eye(5)[[0, 0, 0, 0]] * 3.0)
+    assert np.isnan(report["ref_sens"]) and np.isnan(report["ref_auc"])  # no referable case
+    write_json(tmp_path / "m.json", report)
+    text = (tmp_path / "m.json").read_text()
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"bare {name} in JSON"))
+    assert strict["ref_sens"] is None and strict["ref_auc"] is None
+    assert strict["ref_spec"] == 100.0

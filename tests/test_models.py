@@ -1,7 +1,9 @@
+import re
+
 import pytest
 import torch
 
-from retino.errors import WeightsUnavailable
+from retino.errors import ParamsError, WeightsUnavailable
 from retino.lab import ResNet18, ResNet50
 from retino.train.models import backbone_features, build_model, expected_weights_file
 from tests.conftest import WEIGHT_FILES
@@ -53,3 +55,32 @@ def test_backbone_features_feed_fc_exactly():
     model = ResNet18(5, False).eval()
     images = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(model.fc(backbone_features(model, images)), model(images))
+
+
+@pytest.mark.parametrize("content, says", [
+    ("resnet50", "it holds resnet50 weights, not resnet18"),
+    ("checkpoint", "it is a retino model file, not ImageNet weights"),
+    ("missing_fc", "it is not a resnet18 ImageNet state dict: 1 missing tensors (e.g. fc.bias)"),
+    ("text", "not a PyTorch weights file that loads with weights_only=True"),
+])
+def test_a_wrong_weights_file_is_named_with_what_is_wrong(tmp_path, stand_in_weights, content,
+                                                         says):
+    path = tmp_path / "weights.pth"
+    own = torch.load(stand_in_weights / "hub" / "checkpoints" / WEIGHT_FILES["resnet18"],
+                     weights_only=True)
+    if content == "resnet50":
+        path = stand_in_weights / "hub" / "checkpoints" / WEIGHT_FILES["resnet50"]
+    elif content == "checkpoint":
+        torch.save({"format": "retino-checkpoint-1", "state_dict": own}, path)
+    elif content == "missing_fc":
+        torch.save({k: v for k, v in own.items() if k != "fc.bias"}, path)
+    else:
+        path.write_text("not weights")
+    with pytest.raises(WeightsUnavailable, match=f"train.resnet18.weights_file = .*{re.escape(says)}"):
+        build_model("resnet18", True, weights_file=path)
+
+
+def test_unknown_weights_name_lists_the_ones_torchvision_has():
+    with pytest.raises(ParamsError, match="train.resnet18.imagenet_weights = 'IMAGENET1K_V2': "
+                       "torchvision has no such weights for resnet18; choose IMAGENET1K_V1"):
+        build_model("resnet18", True, weights_name="IMAGENET1K_V2")

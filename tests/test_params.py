@@ -1,13 +1,13 @@
 import pytest
 
 from retino.errors import ParamsError
-from retino.params import check_arch, load_params, parse_params, run_name
+from retino.params import WEIGHT_NAMES, check_arch, load_params, parse_params, run_name
 from tests.conftest import ROOT, project_params
 
 
 def test_project_params_file_is_valid():
     params = load_params(ROOT / "params.yaml")
-    assert params.train.arch("resnet50").imagenet_weights == "IMAGENET1K_V1"
+    assert params.train.resnet50.imagenet_weights == "IMAGENET1K_V1"
     assert params.train.weighted_loss is False
 
 
@@ -90,3 +90,37 @@ def test_stage_reports_user_errors_without_traceback(capsys):
     assert stop.value.code == 1
     err = capsys.readouterr().err
     assert "error: data/x/train_label.csv row 3: label '9'" in err and "Traceback" not in err
+
+
+def test_imagenet_weights_must_exist_for_that_architecture():
+    raw = project_params()
+    raw["train"]["resnet18"]["imagenet_weights"] = "IMAGENET1K_V2"
+    raw["train"]["resnet50"]["imagenet_weights"] = "IMAGENET1K_V2"  # exists for resnet50
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value).count("imagenet_weights") == 1
+    assert ("train.resnet18.imagenet_weights = 'IMAGENET1K_V2': torchvision has no such "
+            "weights for resnet18; choose IMAGENET1K_V1") in str(error.value)
+
+
+def test_weight_names_match_torchvision():
+    from retino.train.models import weight_names
+    assert {arch: tuple(weight_names(arch)) for arch in WEIGHT_NAMES} == WEIGHT_NAMES
+
+
+@pytest.mark.parametrize("text, key, value", [
+    ("lr: 1e-3", "lr", 0.001), ("lr: .5", "lr", 0.5), ("batch_size: 0x10", "batch_size", 16),
+])
+def test_numbers_read_as_dvc_reads_them(tmp_path, text, key, value):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace(
+        f"    {key}: {project_params()['train']['resnet18'][key]}", f"    {text}", 1))
+    assert getattr(load_params(path).train.resnet18, key) == value
+
+
+def test_yes_is_a_string_not_true(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace(
+        "weighted_loss: false", "weighted_loss: yes", 1))
+    with pytest.raises(ParamsError, match="train.weighted_loss = 'yes': must be true or false"):
+        load_params(path)

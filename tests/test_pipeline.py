@@ -16,23 +16,30 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import ROOT, tiny_params
+from retino.params import read_params_file
+from tests.conftest import scratch_project, tiny_params
 
 pytestmark = pytest.mark.slow
 RUNS = ("resnet18-pretrained", "resnet18-scratch", "resnet50-pretrained", "resnet50-scratch")
+CODES = ("r18p", "r18s", "r50p", "r50s")
+HEADLINE = ("qwk", "acc")  # metrics/compare.json, the one DVC metrics file
 
 
-def run(repo: Path, *args: str) -> str:
+def run(repo: Path, *args: str, ok: bool = True, columns: int = 200) -> str:
     result = subprocess.run(args, cwd=repo, capture_output=True, text=True,
-                            env=repo_env(repo), timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+                            env=repo_env(repo, columns), timeout=900)
+    if ok:
+        assert result.returncode == 0, \
+            f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    else:
+        assert result.returncode != 0, f"{' '.join(args)} should have failed"
     return result.stdout + result.stderr
 
 
-def repo_env(repo: Path) -> dict:
+def repo_env(repo: Path, columns: int = 200) -> dict:
     return {**os.environ, "PYTHONPATH": str(repo), "TORCH_HOME": os.environ["TORCH_HOME"],
-            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-            "GIT_COMMITTER_EMAIL": "t@t"}
+            "COLUMNS": str(columns), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 def ran_stages(output: str) -> set[str]:
@@ -43,30 +50,22 @@ def ran_stages(output: str) -> set[str]:
 def repo(tmp_path_factory, stand_in_weights) -> Path:
     os.environ["TORCH_HOME"] = str(stand_in_weights)
     repo = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
-    for folder in ("stages", "retino"):
-        shutil.copytree(ROOT / folder, repo / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
-    run(repo, "git", "init", "-q")
-    run(repo, "dvc", "init", "-q")
-    run(repo, "dvc", "config", "core.analytics", "false")
-    return repo
+    return scratch_project(repo, tiny_params(), repo_env(repo))
 
 
 def test_repro_compute_stats_runs_only_the_data_stages(repo):
     output = run(repo, "dvc", "repro", "compute-stats")
-    assert ran_stages(output) == {"synthesize", "downscale-images", "compute-stats"}
+    assert ran_stages(output) == {"check-params", "synthesize", "downscale-images",
+                                  "compute-stats"}
     stats = json.loads((repo / "metrics" / "data_stats.json").read_text())
-    assert stats["images"]["train"] + stats["images"]["test"] == 60
-    assert sum(stats["class_counts"]["train"].values()) == stats["images"]["train"]
+    assert stats["train_images"] + stats["test_images"] == 60
+    assert sum(stats["class_counts"]["train"].values()) == stats["train_images"]
 
 
 def test_full_repro_then_nothing_to_do(repo):
     output = run(repo, "dvc", "repro")
-    assert {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} | {"compare"} \
-        == ran_stages(output)
+    assert {f"train@{r}" for r in RUNS} | {f"evaluate@{r}" for r in RUNS} \
+        | {"compare", "plots-page"} == ran_stages(output)
     for name in RUNS:
         assert (repo / "models" / f"{name}.pt").is_file()
         assert (repo / "plots" / "confusion" / f"{name}.png").is_file()
@@ -75,11 +74,45 @@ def test_full_repro_then_nothing_to_do(repo):
     run(repo, "git", "commit", "-qm", "baseline")
 
 
-def test_metrics_show_lists_every_model(repo):
-    output = run(repo, "dvc", "metrics", "show")
+def _widths(text: str) -> list[int]:
+    return [len(line) for line in text.splitlines()]
+
+
+def assert_exp_show_leads_with_every_headline(repo: Path) -> None:
+    """In a terminal, ``dvc exp show`` opens a pager on a table up to 1,024 characters
+    wide (DVC collapses what lies beyond into "…"); its first 200 columns, one screen,
+    must hold every model's headline and train.weighted_loss, the first params column."""
+    experiments = run(repo, "dvc", "exp", "show", "--no-pager", columns=1024)
+    assert max(_widths(experiments)) <= 1024, experiments
+    header = next(line for line in experiments.splitlines() if "Experiment" in line)
+    first_screen = header[:200]
+    for key in HEADLINE:
+        for code in CODES:
+            assert f"{key}.{code}" in first_screen, first_screen
+    assert "train.weighted_loss" in first_screen, first_screen
+
+
+def test_metrics_show_and_exp_show_lead_with_every_models_headline(repo):
+    shown = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    metrics = shown[""]["data"]
+    assert list(metrics) == ["metrics/compare.json"]  # data stats and details are not metrics
+    headline = metrics["metrics/compare.json"]["data"]
+    assert {(key, code) for key in HEADLINE for code in CODES} <= {
+        (key, code) for key in headline if isinstance(headline[key], dict)
+        for code in headline[key]}
+    table = run(repo, "dvc", "metrics", "show")
+    assert max(_widths(table)) <= 200, table
+    assert_exp_show_leads_with_every_headline(repo)
+    exp_json = json.loads(run(repo, "dvc", "exp", "show", "--json"))
+    workspace = exp_json[0]["rev"] == "workspace" and exp_json[0]["data"]["metrics"]
+    assert workspace["metrics/compare.json"]["data"]["qwk"].keys() == set(CODES)
+
+
+def test_summary_reprints_the_table_without_rerunning(repo):
+    output = run(repo, "python", "-m", "retino", "summary")
     for name in RUNS:
-        assert f"metrics/{name}.json" in output
-    assert "quadratic_weighted_kappa" in output and "metrics/data_stats.json" in output
+        assert name in output
+    assert "majority baseline" in output and "QWK" in output
 
 
 def test_resnet50_param_marks_only_resnet50_training(repo):
@@ -94,7 +127,7 @@ def test_resnet50_param_marks_only_resnet50_training(repo):
         params_file.write_text(original)
     changed = {line.rstrip(":").strip() for line in status.splitlines()
                if line and not line.startswith("\t") and line.rstrip().endswith(":")}
-    assert changed == {"train@resnet50-pretrained", "train@resnet50-scratch"}
+    assert changed == {"check-params", "train@resnet50-pretrained", "train@resnet50-scratch"}
 
 
 def test_weighted_loss_experiment_reruns_training_not_data(repo):
@@ -102,18 +135,41 @@ def test_weighted_loss_experiment_reruns_training_not_data(repo):
     output = run(repo, "dvc", "exp", "run", "-S", "train.weighted_loss=true")
     stages = ran_stages(output)
     assert {f"train@{r}" for r in RUNS} <= stages and "compare" in stages
-    assert not stages & {"synthesize", "downscale-images", "compute-stats"}
+    assert not stages & {"synthesize", "downscale-images", "compute-stats", "plots-page"}
     after = {n: json.loads((repo / "metrics" / f"{n}.json").read_text()) for n in RUNS}
     assert all(after[n]["weighted_loss"] is True for n in RUNS)
     assert any(after[n]["confusion_counts"] != before[n]["confusion_counts"] for n in RUNS)
+    assert_exp_show_leads_with_every_headline(repo)  # now with an experiment row
 
 
-def test_plots_diff_writes_html_with_the_plots(repo):
+def rendered_dom(page: Path, profile: Path) -> str:
+    """The page's DOM after headless Chromium ran its scripts, with no network."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it): apt-get install chromium")
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--disable-quic", f"--user-data-dir={profile}",
+               "--virtual-time-budget=30000", "--dump-dom", page.as_uri()]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_plots_diff_draws_every_chart_offline(repo, tmp_path):
     run(repo, "dvc", "plots", "diff", "HEAD")
-    html = (repo / "dvc_plots" / "index.html").read_text()
-    assert "test accuracy per epoch" in html
-    assert "resnet50-scratch confusion (test)" in html
-    assert "resnet18.png" in html
+    page = repo / "dvc_plots" / "index.html"
+    html = page.read_text(encoding="utf-8")
+    assert '<meta charset="utf-8">' in html
+    assert "cdn.jsdelivr" not in html and "<script src" not in html  # nothing fetched
+    for title in ("test accuracy per epoch", "validation QWK per epoch",
+                  "resnet50-scratch, test split", "resnet18.png"):
+        assert title in html
+    charts = html.count("vegaEmbed('#")
+    assert charts == 7  # three learning curves, four confusion matrices
+    dom = rendered_dom(page, tmp_path / "profile")
+    drawn = dom.count('class="marks"')  # the canvas or svg vega-embed draws into
+    assert drawn == charts, f"{drawn} of {charts} charts drew"
 
 
 def _weights(path: Path) -> dict:
@@ -152,6 +208,7 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(repo):
     params_file = repo / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["train"]["epochs_fine_tuning"] = 4  # scratch: 5 epochs, time to interrupt
+    params["compute"]["loader_workers"] = 2  # persistent DataLoader workers: still exact
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     stage, name = "train@resnet18-scratch", "resnet18-scratch"
     run(repo, "dvc", "repro", stage)
@@ -171,3 +228,60 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(repo):
     assert resumed.keys() == weights.keys()
     assert all(torch.equal(resumed[key], weights[key]) for key in weights)
     assert not resume_file.exists()
+
+
+def _model_files(repo: Path) -> dict[str, bytes]:
+    return {name: (repo / "models" / f"{name}.pt").read_bytes() for name in RUNS}
+
+
+def test_a_params_typo_stops_repro_before_any_output_is_deleted(repo):
+    params_file = repo / "params.yaml"
+    run(repo, "dvc", "repro")  # everything up to date first
+    before = _model_files(repo)
+    original = params_file.read_text()
+    params_file.write_text(original.replace("lr: 0.001", "lr: -0.001", 1))
+    output = run(repo, "dvc", "repro", ok=False)
+    assert "train.resnet18.lr = -0.001: must be a number > 0" in output
+    assert ran_stages(output) == {"check-params"}
+    assert _model_files(repo) == before  # every model file still there, untouched
+    params_file.write_text(original)
+    assert ran_stages(run(repo, "dvc", "repro")) == set()
+
+
+TRICKY = {"train.resnet18.lr": "1e-3", "train.momentum": ".5", "train.weighted_loss": "yes",
+          "train.resnet18.batch_size": "0x10", "train.resnet50.weights_file": "~"}
+
+
+def _set_raw(text: str, key: str, raw: str) -> str:
+    """Replace the value of ``key`` (dotted) in params.yaml text, keeping the rest."""
+    lines, path, depth = text.splitlines(), key.split("."), 0
+    for index, line in enumerate(lines):
+        if line.strip().startswith(f"{path[depth]}:") and \
+                len(line) - len(line.lstrip()) == 2 * depth:
+            if depth == len(path) - 1:
+                lines[index] = f"{'  ' * depth}{path[depth]}: {raw}"
+                return "\n".join(lines) + "\n"
+            depth += 1
+    raise KeyError(key)
+
+
+def test_stages_and_dvc_read_tricky_params_values_alike(repo):
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    text = original
+    for key, raw in TRICKY.items():
+        text = _set_raw(text, key, raw)
+    params_file.write_text(text)
+    try:
+        diff = json.loads(run(repo, "dvc", "params", "diff", "--all", "--json"))["params.yaml"]
+        ours = read_params_file(params_file)
+    finally:
+        params_file.write_text(original)
+    for key in TRICKY:
+        value = ours
+        for part in key.split("."):
+            value = value[part]
+        assert diff[key]["new"] == value and type(diff[key]["new"]) is type(value), key
+    assert diff["train.resnet18.lr"]["new"] == 0.001 and diff["train.weighted_loss"]["new"] == "yes"
+    assert diff["train.resnet18.batch_size"]["new"] == 16
+    assert diff["train.resnet50.weights_file"]["new"] is None

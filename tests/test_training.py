@@ -1,8 +1,11 @@
+import dataclasses
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from retino.errors import ParamsError
 from retino.train import device as device_module
@@ -10,12 +13,12 @@ from retino.train import fit as fit_module
 from retino.train import inputs, loop
 from retino.train.device import autocast, memory_format, resolve_device
 from retino.train.fit import Recorder, fit, train_phase
-from retino.train.inputs import ToModel, load_train_data
+from retino.train.inputs import EpochBatches, ToModel, load_train_data, make_loader, set_epoch
 from retino.train.loop import make_criterion
 from retino.train.models import backbone_features, build_model
 from retino.train.phases import image_run
 from retino.train.recipe import PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings
-from retino.train.resume import ResumeFile
+from retino.train.resume import ResumeFile, RunIdentity
 
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
 CPU = torch.device("cpu")
@@ -104,7 +107,7 @@ def test_checkpoint_is_chosen_on_validation_not_test(data):
     torch.manual_seed(0)
     model = build_model("resnet18", pretrained=False)
     result = fit(model, data, _settings("scratch", epochs=(1, 2)), CPU)
-    keys = [(r.val_kappa, r.val_accuracy) for r in result.history]
+    keys = [(r.val_qwk, r.val_acc) for r in result.history]
     assert result.best_epoch == keys.index(max(keys)) + 1
 
 
@@ -171,7 +174,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(torch_home, data, tm
                                                              stop_after):
     settings = _settings(epochs=(2, 2))
     whole, whole_weights = _run(data, settings)
-    resume_file = ResumeFile(tmp_path / "run.resume.pt", "fingerprint-a")
+    resume_file = ResumeFile(tmp_path / "run.resume.pt", _identity())
     with pytest.raises(Interrupted):
         _run(data, settings, resume_file, stop_after=stop_after)
     resumed, resumed_weights = _run(data, settings, resume_file)
@@ -182,9 +185,105 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(torch_home, data, tm
         assert torch.equal(value, resumed.best_state[key]), key
 
 
-def test_resume_state_of_other_settings_is_ignored(data, tmp_path):
+def _identity(**changes) -> RunIdentity:
+    fields = dict(settings={"train.run_seed": 0, "run": "resnet18-scratch"},
+                  code={"stages/train.py": "aa", "retino/train/loop.py": "bb"},
+                  versions=RunIdentity.versions_now(), weights=None, data="cc")
+    return RunIdentity(**{**fields, **changes})
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(settings={"train.run_seed": 1, "run": "resnet18-scratch"}), "params (train.run_seed)"),
+    (dict(code={"stages/train.py": "aa", "retino/train/loop.py": "b2"}),
+     "code (retino/train/loop.py)"),
+    (dict(versions={"torch": "0.0", "torchvision": "0.0", "numpy": "0.0"}),
+     "torch/torchvision/numpy versions"),
+    (dict(weights="dd"), "ImageNet weights file"),
+    (dict(data="c2"), "input data"),
+])
+def test_resume_state_of_another_run_is_ignored_saying_why(data, tmp_path, capsys, changes,
+                                                          named):
     settings = _settings("scratch", epochs=(1, 1))
     with pytest.raises(Interrupted):
-        _run(data, settings, ResumeFile(tmp_path / "r.pt", "settings-a"), stop_after=1)
-    assert ResumeFile(tmp_path / "r.pt", "settings-a").load() is not None
-    assert ResumeFile(tmp_path / "r.pt", "settings-b").load() is None
+        _run(data, settings, ResumeFile(tmp_path / "r.pt", _identity()), stop_after=1)
+    assert ResumeFile(tmp_path / "r.pt", _identity()).load() is not None
+    capsys.readouterr()
+    assert ResumeFile(tmp_path / "r.pt", _identity(**changes)).load() is None
+    message = capsys.readouterr().err
+    assert f"left by a run with other {named}; ignored, starting over" in message
+    assert len(message.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file", b"PK\x03\x04truncated"])
+def test_unreadable_resume_file_is_discarded_with_a_warning(tmp_path, capsys, content):
+    path = tmp_path / "r.pt"
+    path.write_bytes(content)
+    assert ResumeFile(path, _identity()).load() is None
+    assert "cannot be read as a resume state" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_a_last_batch_of_one_image_joins_the_one_before():
+    batches = list(EpochBatches(size=17, batch_size=8, seed=0))
+    assert [len(b) for b in batches] == [8, 9]  # not 8, 8, 1
+    assert sorted(i for b in batches for i in b) == list(range(17))
+    assert len(EpochBatches(17, 8, 0)) == 2 and len(EpochBatches(18, 8, 0)) == 3
+    assert [len(b) for b in EpochBatches(1, 8, 0)] == [1]
+
+
+def test_training_on_a_fit_set_that_leaves_one_image_over_does_not_crash(data):
+    torch.manual_seed(0)
+    settings = dataclasses.replace(_settings("scratch", epochs=(1, 0)),
+                                   batch_size=len(data.fit) - 1)  # BatchNorm at 1x1 px
+    result = fit(build_model("resnet18", pretrained=False), data, settings, CPU)
+    assert len(result.history) == 1 and np.isfinite(result.history[0].train_loss)
+
+
+def _epoch_order(loader, epoch: int) -> list[int]:
+    set_epoch(loader, epoch)
+    return [int(i) for _, labels in loader for i in labels]
+
+
+def test_batch_order_depends_on_seed_and_epoch_only_even_with_persistent_workers(data):
+    indexed = TensorDataset(torch.zeros(len(data.fit), 1), torch.arange(len(data.fit)))
+    running = make_loader(indexed, 4, True, 2, CPU, seed=5)  # persistent workers
+    orders = [_epoch_order(running, epoch) for epoch in range(3)]
+    resumed = make_loader(indexed, 4, True, 2, CPU, seed=5)  # a fresh process, at epoch 2
+    assert _epoch_order(resumed, 2) == orders[2]
+    assert _epoch_order(make_loader(indexed, 4, True, 0, CPU, seed=5), 1) == orders[1]
+    assert orders[0] != orders[1] and sorted(orders[0]) == list(range(len(data.fit)))
+
+
+def test_vectorised_batch_path_equals_the_per_image_one_with_flips():
+    pixels = torch.randint(0, 256, (16, 8, 8, 3), dtype=torch.uint8)
+    per_image = ToModel(MEAN, STD, CPU)(pixels, torch.Generator().manual_seed(3))
+    whole_batch = ToModel(MEAN, STD, CPU, reuse_buffers=False)(pixels,
+                                                              torch.Generator().manual_seed(3))
+    torch.testing.assert_close(whole_batch, per_image, rtol=0, atol=1e-6)
+
+
+def test_scoring_runs_in_float32_even_when_training_uses_bf16(data, monkeypatch):
+    monkeypatch.setattr(loop, "autocast", lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()
+    loader = make_loader(data.validation, 8, False, 0, CPU)
+    to_model = ToModel(MEAN, STD, CPU)
+    _, logits = loop.predict_logits(model, loader, CPU, to_model)
+    with torch.no_grad():
+        expected = torch.cat([model(to_model(batch)) for batch, _ in loader])
+    assert logits.dtype == np.float32
+    np.testing.assert_array_equal(logits, expected.numpy())
+
+
+def test_the_chosen_epoch_and_validation_scores_ignore_the_test_images(data):
+    """Were the "validation" columns computed on test, other test images would move them."""
+    runs = []
+    for test in (data.test, data.fit.subset(range(12))):
+        torch.manual_seed(0)
+        result = fit(build_model("resnet18", pretrained=False),
+                     dataclasses.replace(data, test=test), _settings("scratch", epochs=(1, 2)),
+                     CPU)
+        runs.append(result)
+    validation = [[(r.val_qwk, r.val_acc) for r in run.history] for run in runs]
+    assert validation[0] == validation[1] and runs[0].best_epoch == runs[1].best_epoch
+    assert [r.acc_test for r in runs[0].history] != [r.acc_test for r in runs[1].history]

@@ -16,6 +16,7 @@ and the 1-based row.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +29,8 @@ from retino.errors import DataError
 from retino.grading import NUM_CLASS
 
 MODES = ("train", "test")
+# EyePACS names a photo <patient>_<left|right>; patient-level splits depend on it
+EYE_NAME = re.compile(r".+_(left|right)")
 IMAGE_FOLDER = "data"
 IMAGE_SUFFIX = ".jpeg"
 
@@ -75,8 +78,9 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
                row_numbers: Sequence[int] | None = None) -> tuple[Split, list[Problem]]:
     """The usable (name, grade) rows, and a ``Problem`` for every other row.
 
-    A row is unusable when its name is empty, points outside the image folder or
-    repeats an earlier row, or when its label is not an integer grade 0-4.
+    A row is unusable when its name is empty, points outside the image folder, is
+    not ``<patient>_<left|right>`` or repeats an earlier row, or when its label is
+    not an integer grade 0-4.
     ``row_numbers`` are the rows' numbers in the file (default 1, 2, ...).
     """
     row_numbers = row_numbers or range(1, len(names) + 1)
@@ -88,6 +92,10 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
         elif "/" in name or "\\" in name or name.startswith("."):
             problems.append(Problem(str(name_file), row, f"image name {name!r} points outside "
                                     "the image folder; names are plain file stems like 10_left"))
+        elif not EYE_NAME.fullmatch(name):
+            problems.append(Problem(str(name_file), row, f"image name {name!r} is not "
+                                    "<patient>_<left|right> (like 10_left); patient-level "
+                                    "splits and the leakage count need the patient in it"))
         elif name in seen:
             problems.append(Problem(str(name_file), row, f"duplicate image name {name!r} "
                                     f"(first at row {seen[name]})"))

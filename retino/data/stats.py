@@ -95,11 +95,12 @@ def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: 
         "train_pixels": moments.count,
         "mean": dict(zip(CHANNELS, map(float, mean))),
         "std": dict(zip(CHANNELS, map(float, std))),
-        "images": {mode: int(c.sum()) for mode, c in counts.items()},
+        "train_images": int(counts["train"].sum()),
+        "test_images": int(counts["test"].sum()),
         "class_counts": {mode: per_grade(c, int) for mode, c in counts.items()},
         "class_weights": per_grade(class_weights(counts["train"])),
-        "majority_baseline_test_accuracy": majority_baseline_percent(splits["test"].labels),
-        "patient_leakage": leakage_document(splits),
+        "baseline_acc": majority_baseline_percent(splits["test"].labels),
+        **leakage_document(splits),
     }
 
 
@@ -107,7 +108,7 @@ def leakage_document(splits: dict[str, Split]) -> dict:
     """Test images whose patient's other eye is in train: 0 for a patient-level split."""
     leaked = patient_leakage(splits["train"].names, splits["test"].names)
     return {"test_images_with_other_eye_in_train": leaked,
-            "percent_of_test": round(100.0 * leaked / len(splits["test"]), 2)}
+            "test_patient_leakage_percent": round(100.0 * leaked / len(splits["test"]), 2)}
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ def read_stats(document: dict) -> DataStats:
         std=tuple(document["std"][c] for c in CHANNELS),
         class_weights=tuple(document["class_weights"].values()),
         image_size=int(document["image_size"]),
-        majority_baseline=float(document["majority_baseline_test_accuracy"]),
+        majority_baseline=float(document["baseline_acc"]),
     )
 
 

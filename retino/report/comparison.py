@@ -1,44 +1,110 @@
-"""The summary over all trained models that the compare stage writes and prints."""
+"""The comparison over all four models: what compare writes, prints and draws, and what
+``python -m retino summary`` reprints from the files alone.
+
+``metrics/compare.json`` is the one DVC metrics file: per model, test QWK and
+accuracy under compact keys (``qwk.r18p``), the most that ``dvc exp show`` fits on
+a 200-column screen beside its experiment, date, first param and first dependency
+columns. Every other figure of a model is in ``metrics/<arch>-<init>.json`` and in
+the summary table.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 
-from retino.train.recipe import PHASE_FEATURES
+from retino.params import ARCHS, INITS, run_code, run_name
+from retino.progress import console, print_table
+
+# metrics/compare.json, in the order dvc exp show lists its columns
+COMPARED = ("qwk", "acc")
 
 
-def feature_phase_epochs(history: pd.DataFrame) -> int:
-    """How many leading epochs of a history were feature extraction."""
-    return int((history["phase"] == PHASE_FEATURES).sum())
+@dataclass(frozen=True)
+class ModelResult:
+    """One trained model: its test report and its per-epoch history."""
+
+    name: str  # <arch>-<init>
+    report: dict
+    history: pd.DataFrame
 
 
-def model_summary(history: pd.DataFrame, report: dict) -> dict:
-    """One row of ``metrics/compare.json``.
-
-    ``best_test_accuracy_optimistic`` is the best test accuracy over all epochs, as
-    the lab's peers report it: choosing an epoch on the test set flatters the model.
-    The honest figure is ``accuracy`` at the epoch chosen on validation.
-    """
-    best = history.loc[history["acc_test"].idxmax()]
-    return {
-        "accuracy": report["accuracy"],
-        "chosen_epoch": report["chosen_epoch"],
-        "best_test_accuracy_optimistic": float(best["acc_test"]),
-        "best_test_epoch": int(best["epoch"]),
-        "quadratic_weighted_kappa": report["quadratic_weighted_kappa"],
-        "referable_sensitivity": report["referable"]["sensitivity"],
-        "referable_specificity": report["referable"]["specificity"],
-        "weighted_loss": bool(report["weighted_loss"]),
-    }
+def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
+    """The four models' reports and histories; a missing one says which stage makes it."""
+    results = []
+    for arch in ARCHS:
+        for init in INITS:
+            name = run_name(arch, init)
+            report_file, history_file = metrics_dir / f"{name}.json", history_dir / f"{name}.csv"
+            for path, stage in ((report_file, "evaluate"), (history_file, "train")):
+                if not path.is_file():
+                    raise FileNotFoundError(f"{path}: not found; run `dvc repro {stage}@{name}`")
+            results.append(ModelResult(name, json.loads(report_file.read_text()),
+                                       pd.read_csv(history_file)))
+    return results
 
 
-SUMMARY_COLUMNS = ("model", "accuracy %", "chosen epoch", "best test % (optimistic)",
-                   "kappa", "ref. sens.", "ref. spec.", "weighted loss")
+def compared_metrics(results: list[ModelResult]) -> dict:
+    """The content of ``metrics/compare.json``."""
+    codes = {result.name: run_code(*result.name.split("-")) for result in results}
+    return {key: {codes[r.name]: r.report[key] for r in results} for key in COMPARED}
 
 
-def summary_rows(models: dict[str, dict]) -> list[list]:
-    return [[name, m["accuracy"], m["chosen_epoch"],
-             f"{m['best_test_accuracy_optimistic']:.1f} (ep {m['best_test_epoch']})",
-             m["quadratic_weighted_kappa"], m["referable_sensitivity"],
-             m["referable_specificity"], "on" if m["weighted_loss"] else "off"]
-            for name, m in models.items()]
+SUMMARY_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
+                   "chosen epoch", "best test acc % (optimistic)", "weighted loss")
+
+
+def number_text(value: float | None, digits: int) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def with_interval(report: dict, key: str, digits: int, unit: str = "") -> str:
+    """``90.8 [86.1, 94.5]``: the figure and its 95 % interval (when there is one)."""
+    low, high = report.get("ci95", {}).get(key) or (None, None)
+    interval = ("" if low is None or math.isnan(low)
+                else f" [{number_text(low, digits)}, {number_text(high, digits)}]")
+    return f"{number_text(report[key], digits)}{unit}{interval}"
+
+
+def summary_rows(results: list[ModelResult]) -> list[list[str]]:
+    """One row per model, each column with one precision, intervals in brackets.
+    ``best test acc`` is the best test accuracy over all epochs, as the lab's peers
+    report it (choosing an epoch on the test set flatters the model); the honest
+    figure is ``acc`` at the epoch chosen on validation."""
+    rows = []
+    for result in results:
+        r, best = result.report, result.history.loc[result.history["acc_test"].idxmax()]
+        rows.append([result.name, with_interval(r, "acc", 1), with_interval(r, "qwk", 3),
+                     with_interval(r, "bacc", 1), with_interval(r, "ref_sens", 1),
+                     with_interval(r, "ref_spec", 1), str(r["chosen_epoch"]),
+                     f"{best['acc_test']:.1f} (epoch {int(best['epoch'])})",
+                     "on" if r["weighted_loss"] else "off"])
+    return rows
+
+
+def summary_title(results: list[ModelResult]) -> str:
+    return (f"test split, {results[0].report['test_images']} images (majority baseline "
+            f"{results[0].report['baseline_acc']:.1f} %); [95 % interval, patients "
+            "resampled]")
+
+
+def leakage_warning(results: list[ModelResult]) -> str | None:
+    """In words, when the test split shares patients with train; None when it does not."""
+    leaked = results[0].report["test_patient_leakage_percent"]
+    if not leaked:
+        return None
+    return (f"{leaked:.1f} % of the test images have the other eye of their patient in "
+            "train, and the two eyes mostly share a grade: these test figures are "
+            "optimistic. Set data.resplit: true in params.yaml for a patient-level split.")
+
+
+def print_summary(results: list[ModelResult]) -> None:
+    """The summary table, and the leakage warning where there is leakage."""
+    print_table(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))
+    warning = leakage_warning(results)
+    if warning:
+        console.print(f"[yellow]{warning}[/]")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
+from torch import nn
 
-from retino.grading import (REFERABLE_GRADE, accuracy_percent, balanced_accuracy_percent,
-                            confusion_counts, macro_f1, majority_baseline_percent,
-                            per_class_recall_precision, per_grade, quadratic_weighted_kappa,
-                            referable_scores, row_normalised)
+from retino.data.layout import read_layout
+from retino.data.splits import patient_leakage, patient_of
+from retino.grading import (REFERABLE_GRADE, accuracy_percent, at_threshold,
+                            balanced_accuracy_percent, confusion_counts, macro_f1,
+                            majority_baseline_percent, per_class_recall_precision, per_grade,
+                            quadratic_weighted_kappa, referable_probability, referable_scores,
+                            row_normalised)
 from retino.train.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.train.device import resolve_device
 from retino.train.inputs import ImageArray, ToModel, make_loader
@@ -19,54 +23,126 @@ from retino.train.loop import predict_logits
 
 
 @dataclass(frozen=True)
-class TestPredictions:
-    """A checkpoint's outputs on the test split of a downscaled set."""
+class SplitPredictions:
+    """A checkpoint's model and its outputs on the test split of a downscaled set."""
 
     checkpoint: dict[str, Any]
-    actual: np.ndarray  # grades, CSV order
+    model: nn.Module  # eval mode, on the device
+    to_model: ToModel  # the checkpoint's normalisation, on the device
+    images: ImageArray  # the test images, CSV order
+    actual: np.ndarray  # their grades
     logits: np.ndarray  # float32, one row per image
 
 
 def predict_test_split(model_file: str | Path, data_folder: str | Path, device_name: str,
-                       batch_size: int, workers: int) -> TestPredictions:
+                       batch_size: int, workers: int) -> SplitPredictions:
     """Load ``model_file`` and run it over the test images of ``data_folder``, normalised
     with the statistics saved in the checkpoint."""
     device = resolve_device(device_name)
     checkpoint = load_checkpoint(model_file)
-    model = model_from_checkpoint(checkpoint).to(device)
-    loader = make_loader(ImageArray.from_split(data_folder, "test"), batch_size, False,
-                         workers, device)
-    actual, logits = predict_logits(model, loader, device,
-                                    ToModel(checkpoint["mean"], checkpoint["std"], device))
-    return TestPredictions(checkpoint, actual, logits)
+    model = model_from_checkpoint(checkpoint).to(device).eval()
+    images = ImageArray.from_split(data_folder, "test")
+    to_model = ToModel(checkpoint["mean"], checkpoint["std"], device)
+    actual, logits = predict_logits(model, make_loader(images, batch_size, False, workers,
+                                                       device), device, to_model)
+    return SplitPredictions(checkpoint, model, to_model, images, actual, logits)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+# The headline of every model, in the order reports show it (short names, one each:
+# the same keys in metrics/<run>.json, metrics/compare.json and the summary table).
+HEADLINE = ("acc", "qwk", "bacc", "ref_sens", "ref_spec", "ref_auc")
+
+
+def headline_metrics(actual: np.ndarray, predicted: np.ndarray,
+                     referable_score: np.ndarray) -> dict[str, float]:
+    """The ``HEADLINE`` figures of one set of predictions (NaN where undefined)."""
+    counts = confusion_counts(actual, predicted)
+    referable = referable_scores(actual, predicted, referable_score)
+    return {"acc": accuracy_percent(actual, predicted),
+            "qwk": quadratic_weighted_kappa(actual, predicted),
+            "bacc": balanced_accuracy_percent(counts),
+            "ref_sens": referable.sensitivity, "ref_spec": referable.specificity,
+            "ref_auc": referable.auc}
 
 
 def evaluation_report(actual: np.ndarray, logits: np.ndarray) -> dict:
-    """Every test metric of one model, as written to ``metrics/<arch>-<init>.json``."""
+    """Every test metric of one model, as written to ``metrics/<arch>-<init>.json``:
+    rates in %, kappa/F1/AUC as 0..1 coefficients, NaN where undefined."""
     predicted = logits.argmax(axis=1)
     counts = confusion_counts(actual, predicted)
     recall, precision = per_class_recall_precision(counts)
-    referable_probability = softmax(logits)[:, REFERABLE_GRADE:].sum(axis=1)
     return {
-        "test_images": int(len(actual)),
-        "accuracy": accuracy_percent(actual, predicted),
-        "majority_baseline_accuracy": majority_baseline_percent(actual),
-        "quadratic_weighted_kappa": quadratic_weighted_kappa(actual, predicted),
-        "balanced_accuracy": balanced_accuracy_percent(counts),
+        **headline_metrics(actual, predicted, referable_probability(logits)),
         "macro_f1": macro_f1(counts),
-        "referable": referable_scores(actual, predicted, referable_probability),
-        "recall": per_grade(recall),
-        "precision": per_grade(precision),
+        "baseline_acc": majority_baseline_percent(actual),
+        "test_images": int(len(actual)),
+        "recall": per_grade(100.0 * recall),
+        "precision": per_grade(100.0 * precision),
         "confusion_counts": counts.tolist(),
         "confusion_row_normalised": np.round(row_normalised(counts), 4).tolist(),
     }
 
 
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 2016  # fixed: reruns give the same intervals
+
+
+def patient_resamples(names: list[str], resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Image indices of each bootstrap resample: as many patients as there are, drawn
+    with replacement, each bringing all its images (both eyes)."""
+    eyes: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        eyes.setdefault(patient_of(name), []).append(index)
+    groups = list(eyes.values())
+    rng = np.random.default_rng(seed)
+    for _ in range(resamples):
+        drawn = rng.integers(len(groups), size=len(groups))
+        yield np.concatenate([groups[i] for i in drawn])
+
+
+def patient_bootstrap(actual: np.ndarray, logits: np.ndarray, names: list[str],
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
+                      ) -> dict[str, list[float]]:
+    """95 % percentile intervals of the ``HEADLINE`` figures, resampling *patients* with
+    replacement (both eyes of a patient together, as they are not independent)."""
+    predicted, score = logits.argmax(axis=1), referable_probability(logits)
+    draws: dict[str, list[float]] = {key: [] for key in HEADLINE}
+    for chosen in patient_resamples(names, resamples, seed):
+        for key, value in headline_metrics(actual[chosen], predicted[chosen],
+                                           score[chosen]).items():
+            draws[key].append(value)
+    return {key: _interval(values) for key, values in draws.items()}
+
+
+def _interval(values: list[float]) -> list[float]:
+    finite = np.asarray(values)[np.isfinite(values)]
+    if finite.size < 0.5 * len(values):  # undefined in most resamples: no interval
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+
+
+def at_operating_points(actual: np.ndarray, logits: np.ndarray, points: dict) -> dict:
+    """Test sensitivity/specificity (%) at the referable operating points that train
+    chose on validation (``{name: {"threshold": ...}}`` from the checkpoint)."""
+    truth, score = actual >= REFERABLE_GRADE, referable_probability(logits)
+    report = {}
+    for name, point in points.items():
+        sensitivity, specificity = at_threshold(truth, score, point["threshold"])
+        report[name] = {"threshold": point["threshold"], "sensitivity": sensitivity,
+                        "specificity": specificity,
+                        "validation_sensitivity": point["sensitivity"],
+                        "validation_specificity": point["specificity"]}
+    return report
+
+
 def prediction_rows(actual: np.ndarray, predicted: np.ndarray) -> list[dict[str, str]]:
     """Per-image rows for DVC's confusion template (labels as strings)."""
     return [{"actual": str(int(a)), "predicted": str(int(p))} for a, p in zip(actual, predicted)]
+
+
+def patient_leakage_percent(data_folder: str | Path) -> float:
+    """Share of the test images whose patient's other eye is in the train split: 0 for a
+    patient-level split, about 80 % for the lab's per-image split."""
+    splits = read_layout(data_folder)
+    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    return round(100.0 * leaked / len(splits["test"]), 2)

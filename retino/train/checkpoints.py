@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from retino.atomic import atomic_path
+from retino.errors import DataError, brief
 from retino.train.models import build_model
 
 FORMAT = "retino-checkpoint-1"
@@ -25,12 +26,21 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], **met
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A retino model file, loaded only the safe way (``weights_only=True``: tensors,
+    numbers and strings, no code); anything else is refused with the reason."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found; run its train stage first")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a retino checkpoint (format {checkpoint.get('format')!r})")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a pickle of arbitrary objects, a truncated file, ...
+        raise DataError(f"{path}: refused: it does not load with torch.load(weights_only=True) "
+                        f"({brief(error)}); retino loads only model files of plain tensors "
+                        "and settings, as its train stage writes them") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint)
+        raise DataError(f"{path}: not a retino model file (format {found!r}, expected "
+                        f"{FORMAT!r}); the train stage writes models/<arch>-<init>.pt")
     return checkpoint
 
 

@@ -11,13 +11,13 @@ from retino.errors import ParamsError
 from retino.params import DEVICES
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, setting: str = "compute.device") -> torch.device:
     """``auto`` -> CUDA when present, else CPU. ``cuda`` without CUDA is an error,
-    never a silent fall back to the CPU."""
+    never a silent fall back to the CPU. ``setting`` names where the value came from."""
     if name not in DEVICES:
-        raise ParamsError(f"compute.device = {name!r}: must be one of: {', '.join(DEVICES)}")
+        raise ParamsError(f"{setting} = {name!r}: must be one of: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("compute.device = 'cuda' but this machine has no usable CUDA device; "
+        raise ParamsError(f"{setting} = 'cuda' but this machine has no usable CUDA device; "
                           "use auto or cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from retino.grading import REFERABLE_GRADE, operating_points, referable_probability
 from retino.progress import console
 from retino.train.device import memory_format
-from retino.train.inputs import TrainData, epoch_generator, reseed
-from retino.train.loop import Score, make_criterion, score, train_one_epoch
-from retino.train.phases import PHASE_RUNS, PhaseRun
+from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
+from retino.train.loop import Score, make_criterion, predict_logits, score, train_one_epoch
+from retino.train.phases import PHASE_RUNS, SCORING_BATCH, PhaseRun
 from retino.train.recipe import TrainSettings
 
 
@@ -30,8 +31,8 @@ class EpochRecord:
     train_loss: float
     acc_train: float
     acc_test: float
-    val_kappa: float
-    val_accuracy: float
+    val_qwk: float
+    val_acc: float
 
 
 @dataclass
@@ -54,8 +55,8 @@ class Recorder:
         epoch = len(self.result.history) + 1
         self.result.history.append(EpochRecord(
             epoch=epoch, phase=phase, train_loss=loss, acc_train=acc_train,
-            acc_test=test.accuracy, val_kappa=validation.kappa,
-            val_accuracy=validation.accuracy))
+            acc_test=test.accuracy, val_qwk=validation.kappa,
+            val_acc=validation.accuracy))
         key = (validation.kappa, validation.accuracy)  # kappa first: accuracy rewards grade 0
         if key > self.result.best_key:
             self.result.best_key = key
@@ -83,7 +84,7 @@ def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSetting
                 recorder: Recorder, criterion: nn.Module, on_epoch: EpochDone) -> None:
     """Train ``run`` for the global (0-based) epoch numbers in ``epochs``."""
     for epoch in epochs:
-        reseed(run.fit, settings.seed, epoch)
+        set_epoch(run.fit, epoch)
         flips = epoch_generator(settings.seed, epoch, 1)
         run.module.train()
         loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
@@ -121,3 +122,14 @@ def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torc
 
 def history_rows(history: list[EpochRecord]) -> list[dict]:
     return [asdict(record) for record in history]
+
+
+def validation_operating_points(model: nn.Module, data: TrainData, settings: TrainSettings,
+                                device: torch.device) -> dict[str, dict[str, float]]:
+    """The referable operating points of ``model`` (its chosen weights loaded), chosen on
+    the validation split: thresholds on P(grade >= 2), never on test."""
+    loader = make_loader(data.validation, max(settings.batch_size, SCORING_BATCH), False,
+                         settings.num_workers, device)
+    actual, logits = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
+    points = operating_points(actual >= REFERABLE_GRADE, referable_probability(logits))
+    return {name: point._asdict() for name, point in points.items()}

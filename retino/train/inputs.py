@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from retino.data.arrays import array_path, open_images
 from retino.data.layout import read_split
@@ -88,13 +88,15 @@ BUFFERED_SHAPES = 3  # a full batch, an epoch's last partial batch, a scoring ba
 class ToModel:
     """uint8 ``N x H x W x 3`` batches -> normalised float ``N x 3 x H x W`` on ``device``.
 
-    Per image, flipping, the uint8 -> float conversion and the change of layout
-    happen in one copy, and the normalisation runs in place while the image is
-    still in cache. On the CPU the result goes into one of two buffers that take
-    turns (allocations over 32 MiB come fresh from the kernel every time, and
-    touching new pages costs more than the conversion itself): a returned batch
-    stays valid until two more batches of the same shape have been prepared, which
-    is how the training and scoring loops use it.
+    On the CPU, per image, flipping, the uint8 -> float conversion and the change of
+    layout happen in one copy, and the normalisation runs in place while the image
+    is still in cache; the result goes into one of two buffers that take turns
+    (allocations over 32 MiB come fresh from the kernel every time, and touching new
+    pages costs more than the conversion itself): a returned batch stays valid until
+    two more batches of the same shape have been prepared, which is how the training
+    and scoring loops use it. On CUDA the same steps run vectorised over the whole
+    batch (a loop of per-image kernel launches would dominate), into fresh
+    channels_last memory from the caching allocator.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
@@ -114,6 +116,8 @@ class ToModel:
         left-right and upside down (independently, p = 0.5 each)."""
         images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
         horizontal, vertical = flip_draws(len(images), flips)
+        if not self.reuse_buffers:
+            return self._whole_batch(images, horizontal, vertical)
         out = self._output(images.shape)
         scale, shift = self.scale[0], self.shift[0]
         for index, image in enumerate(images):  # image by image: each stays in cache
@@ -124,10 +128,19 @@ class ToModel:
             out[index].copy_(image).mul_(scale).add_(shift)
         return out
 
+    def _whole_batch(self, images: torch.Tensor, horizontal: list[bool],
+                     vertical: list[bool]) -> torch.Tensor:
+        out = torch.empty(images.shape, device=self.device,
+                          memory_format=memory_format(self.device))
+        out.copy_(images)
+        for flipped, dim in ((horizontal, 3), (vertical, 2)):
+            if any(flipped):
+                chosen = torch.tensor(flipped, device=self.device).view(-1, 1, 1, 1)
+                out = torch.where(chosen, out.flip(dim), out)
+        out = out.mul_(self.scale).add_(self.shift)
+        return out.contiguous(memory_format=memory_format(self.device))
+
     def _output(self, shape: torch.Size) -> torch.Tensor:
-        if not self.reuse_buffers:
-            return torch.empty(shape, device=self.device,
-                               memory_format=memory_format(self.device))
         pair = self._buffers.pop(shape, None) or [torch.empty(shape) for _ in range(2)]
         pair.reverse()
         self._buffers[shape] = pair  # most recently used last
@@ -168,9 +181,10 @@ def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[flo
     images = ImageArray.from_split(folder, "train")
     kept, held_out = patient_holdout(images.names, images.labels, validation_fraction,
                                      np.random.default_rng(seed))
-    if len(kept) == 0 or len(held_out) == 0:
+    if len(kept) < 2 or len(held_out) == 0:
         raise DataError(f"{folder}: train.validation_fraction = {validation_fraction} leaves "
-                        f"{len(kept)} fit and {len(held_out)} validation images; both need some")
+                        f"{len(kept)} fit and {len(held_out)} validation images; training "
+                        "needs at least 2 fit images (BatchNorm) and 1 validation image")
     return TrainData(fit=images.subset(kept), validation=images.subset(held_out),
                      test=ImageArray.from_split(folder, "test"),
                      mean=tuple(mean), std=tuple(std))
@@ -181,21 +195,52 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 100_003 + epoch) * 2 + stream)
 
 
+class EpochBatches(Sampler[list[int]]):
+    """Batches of a fresh random order each epoch, drawn from (seed, epoch) alone.
+
+    The order depends on nothing but ``set_epoch``: not on how many epochs this
+    process has run, nor on DataLoader workers (a persistent-workers DataLoader
+    draws its worker seed from its own generator once, which would shift a shared
+    stream after a resume). A last batch of a single image joins the one before,
+    because BatchNorm in train mode cannot normalise one value per channel.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int):
+        self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch, 0))
+        batches = [order[i:i + self.batch_size].tolist()
+                   for i in range(0, self.size, self.batch_size)]
+        if len(batches) > 1 and len(batches[-1]) == 1:
+            single = batches.pop()
+            batches[-1] = batches[-1] + single
+        return iter(batches)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.size, self.batch_size)
+        return full + (rest > 1 or (rest == 1 and full == 0))
+
+
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
-                device: torch.device) -> DataLoader:
-    """A DataLoader; a shuffling one carries a generator that ``reseed`` sets per epoch.
+                device: torch.device, seed: int = 0) -> DataLoader:
+    """A DataLoader in CSV order, or (``shuffle``) in the order ``EpochBatches`` draws
+    from ``seed`` and the epoch that ``set_epoch`` sets.
 
     Image arrays deliver whole batches themselves (one read per batch, no stacking)."""
-    generator = torch.Generator() if shuffle else None
     collate = ImageArray.collate if isinstance(dataset, ImageArray) else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=num_workers, collate_fn=collate,
+    batching = (dict(batch_sampler=EpochBatches(len(dataset), batch_size, seed)) if shuffle
+                else dict(batch_size=batch_size))
+    return DataLoader(dataset, **batching, num_workers=num_workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 
 
-def reseed(loader: DataLoader, seed: int, epoch: int) -> None:
-    """Make ``loader``'s next pass use the shuffling order of (seed, epoch)."""
-    loader.generator.set_state(epoch_generator(seed, epoch, 0).get_state())
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make a shuffling ``loader``'s next pass use the order of its seed and ``epoch``."""
+    loader.batch_sampler.set_epoch(epoch)
 
 
 def to_device(device: torch.device) -> Prepare:

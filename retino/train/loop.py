@@ -1,4 +1,9 @@
-"""The loops: one training epoch, scoring, and the stored features of the frozen backbone."""
+"""The loops: one training epoch, scoring, and the stored features of the frozen backbone.
+
+Only the training step runs under bf16 autocast (on CUDA). Scoring and the stored
+features run in float32: bf16 keeps 8 bits of mantissa, so logits of close
+classes tie, which moves the argmax and the ranking behind the referable AUC.
+"""
 
 from __future__ import annotations
 
@@ -59,13 +64,12 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
                    prepare: Prepare | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(actual labels, float32 logits) over ``loader`` in eval mode."""
+    """(actual labels, logits) over ``loader`` in eval mode, computed in float32."""
     prepare = prepare or to_device(device)
     model.eval()
     labels, outputs = [], []
     for inputs, batch_labels in loader:
-        with autocast(device):
-            outputs.append(model(prepare(inputs)).float().cpu())
+        outputs.append(model(prepare(inputs).float()).cpu())
         labels.append(batch_labels)
     return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
 
@@ -80,12 +84,10 @@ def score(model: nn.Module, loader: DataLoader, prepare: Prepare) -> Score:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare) -> TensorDataset:
-    """Stored backbone features of every image (eval mode, no augmentation)."""
+    """Stored backbone features of every image (eval mode, no augmentation, float32)."""
     model.eval()
-    device = next(model.parameters()).device
     features, labels = [], []
     for inputs, batch_labels in loader:
-        with autocast(device):
-            features.append(backbone_features(model, prepare(inputs)).float().cpu())
+        features.append(backbone_features(model, prepare(inputs)).cpu())
         labels.append(batch_labels)
     return TensorDataset(torch.cat(features), torch.cat(labels))

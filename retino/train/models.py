@@ -10,12 +10,13 @@ A model called "pretrained" is never left with random weights.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
-from retino.errors import WeightsUnavailable
+from retino.errors import ParamsError, WeightsUnavailable, brief
 from retino.grading import NUM_CLASS
 from retino.params import check_arch
 
@@ -23,18 +24,28 @@ BUILDERS = {"resnet18": tv_models.resnet18, "resnet50": tv_models.resnet50}
 WEIGHT_ENUMS = {"resnet18": tv_models.ResNet18_Weights, "resnet50": tv_models.ResNet50_Weights}
 
 
+def weight_names(arch: str) -> list[str]:
+    """The ImageNet weights torchvision has for ``arch`` (``DEFAULT`` is only an alias)."""
+    return [name for name in WEIGHT_ENUMS[check_arch(arch)].__members__ if name != "DEFAULT"]
+
+
 def weights_enum(arch: str, name: str = "IMAGENET1K_V1") -> tv_models.WeightsEnum:
-    enum = WEIGHT_ENUMS[check_arch(arch)]
-    if name not in enum.__members__:
-        raise ValueError(f"unknown weights {name!r} for {arch}: choose "
-                         f"{' or '.join(enum.__members__)}")
-    return enum[name]
+    """The torchvision weights ``name`` of ``arch``; an unknown name lists the known ones."""
+    if name not in weight_names(arch):
+        raise ParamsError(f"train.{arch}.imagenet_weights = {name!r}: torchvision has no such "
+                          f"weights for {arch}; choose {' or '.join(weight_names(arch))}")
+    return WEIGHT_ENUMS[arch][name]
 
 
 def expected_weights_file(arch: str, name: str = "IMAGENET1K_V1") -> Path:
     """Where torchvision looks for the weights: ``<hub dir>/checkpoints/<file>``."""
     url = weights_enum(arch, name).url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def weights_source(arch: str, name: str, weights_file: str | Path = "") -> Path:
+    """The file the ImageNet weights of a pretrained run come from."""
+    return Path(weights_file) if weights_file else expected_weights_file(arch, name)
 
 
 def _missing_weights_message(arch: str, name: str, cause: BaseException) -> str:
@@ -49,20 +60,60 @@ def _missing_weights_message(arch: str, name: str, cause: BaseException) -> str:
             f"Or train the scratch runs alone (README: 'Without ImageNet weights').")
 
 
+def _read_weights_file(arch: str, path: Path, what: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a zip, truncated, a pickle of other objects, ...
+        raise WeightsUnavailable(f"{what} = {str(path)!r}: not a PyTorch weights file that "
+                                 f"loads with weights_only=True ({brief(error)})") from None
+
+
+def _reference_shapes(arch: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):  # shapes only: nothing allocated, nothing initialised
+        return {k: tuple(v.shape) for k, v in BUILDERS[arch]().state_dict().items()}
+
+
+def _state_dict_problem(arch: str, state: Any) -> str | None:
+    """Why ``state`` is not a torchvision ImageNet state dict of ``arch``, or None."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        if isinstance(state, dict) and str(state.get("format", "")).startswith("retino-"):
+            return "it is a retino model file, not ImageNet weights"
+        return "it does not hold a state dict (a mapping of names to tensors)"
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    for candidate in BUILDERS:
+        if shapes == _reference_shapes(candidate):
+            return None if candidate == arch else f"it holds {candidate} weights, not {arch}"
+    reference = _reference_shapes(arch)
+    missing, unexpected = sorted(set(reference) - set(shapes)), sorted(set(shapes) - set(reference))
+    wrong = sorted(k for k in set(reference) & set(shapes) if reference[k] != shapes[k])
+    parts = [f"{len(missing)} missing tensors (e.g. {missing[0]})" if missing else "",
+             f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+             f"{len(wrong)} of other shape (e.g. {wrong[0]}: {shapes[wrong[0]]}, expected "
+             f"{reference[wrong[0]]})" if wrong else ""]
+    return f"it is not a {arch} ImageNet state dict: " + ", ".join(p for p in parts if p)
+
+
 def load_imagenet_state(arch: str, name: str = "IMAGENET1K_V1",
                         weights_file: str | Path = "") -> dict[str, torch.Tensor]:
     """The ImageNet state dict for ``arch``: from ``weights_file`` or the hub cache
-    (downloaded there when online). Raises ``WeightsUnavailable`` otherwise."""
+    (downloaded there when online). Raises ``WeightsUnavailable`` otherwise, and for a
+    file that holds anything but ``arch``'s ImageNet weights."""
     if weights_file:
-        path = Path(weights_file)
+        path, what = Path(weights_file), f"train.{arch}.weights_file"
         if not path.is_file():
-            raise WeightsUnavailable(f"train.{arch}.weights_file = {str(path)!r}: file not found")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    weights = weights_enum(arch, name)
-    try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except Exception as error:  # urllib, ssl, socket and hash errors alike
-        raise WeightsUnavailable(_missing_weights_message(arch, name, error)) from error
+            raise WeightsUnavailable(f"{what} = {str(path)!r}: file not found")
+    else:
+        path, what = expected_weights_file(arch, name), f"the hub cache file for {arch} ({name})"
+        if not path.is_file():
+            try:  # torchvision downloads it into the hub cache (and checks its hash)
+                weights_enum(arch, name).get_state_dict(progress=True, check_hash=True)
+            except Exception as error:  # urllib, ssl, socket and hash errors alike
+                raise WeightsUnavailable(_missing_weights_message(arch, name, error)) from error
+    state = _read_weights_file(arch, path, what)
+    problem = _state_dict_problem(arch, state)
+    if problem:
+        raise WeightsUnavailable(f"{what} = {str(path)!r}: {problem}")
+    return state
 
 
 def build_model(arch: str, pretrained: bool, num_class: int = NUM_CLASS,
@@ -70,8 +121,7 @@ def build_model(arch: str, pretrained: bool, num_class: int = NUM_CLASS,
     """torchvision ResNet with its ``fc`` replaced by a ``num_class``-way Linear."""
     model = BUILDERS[check_arch(arch)](weights=None)
     if pretrained:
-        state = load_imagenet_state(arch, weights_name, weights_file)
-        model.load_state_dict(state)  # strict: a wrong file fails here, loudly
+        model.load_state_dict(load_imagenet_state(arch, weights_name, weights_file))
     model.fc = nn.Linear(model.fc.in_features, num_class)
     return model
 

@@ -47,7 +47,8 @@ def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSet
               for name in ("fit", "validation", "test")}
     move = to_device(device)
     return PhaseRun(
-        module=model.fc, fit=make_loader(stored["fit"], settings.batch_size, True, 0, device),
+        module=model.fc,
+        fit=make_loader(stored["fit"], settings.batch_size, True, 0, device, settings.seed),
         scoring={name: make_loader(stored[name], 1024, False, 0, device)
                  for name in ("validation", "test")},
         prepare=move, prepare_fit=lambda batch, flips: move(batch),
@@ -61,7 +62,8 @@ def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
     to_model = ToModel(data.mean, data.std, device)
     return PhaseRun(
         module=model,
-        fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device),
+        fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device,
+                        settings.seed),
         scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
                                    False, settings.num_workers, device)
                  for name in ("validation", "test")},

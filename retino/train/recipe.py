@@ -48,7 +48,7 @@ def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
                    class_weights: tuple[float, ...]) -> TrainSettings:
     """The settings of run ``<arch>-<init>`` from params.yaml; ``class_weights`` (from
     the train statistics) are used only when ``train.weighted_loss`` is on."""
-    arch_params = train.arch(arch)
+    arch_params = getattr(train, arch)
     return TrainSettings(
         init=init, epochs_feature_extraction=train.epochs_feature_extraction,
         epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,

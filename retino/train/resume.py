@@ -3,28 +3,35 @@
 After every epoch the train stage saves the model, the optimizer, the history so
 far and the best weights to ``models/<run>.resume.pt`` (atomically, so a kill
 mid-write leaves the previous epoch's state). ``dvc repro`` after a Ctrl-C or a
-kill reruns the stage, which picks the state up. The state carries a fingerprint
-of everything the result depends on (params, statistics, split, input arrays), so
-a state left by a run with other settings is ignored, never mixed in. The file is
-removed once the stage has written its outputs.
+kill reruns the stage, which picks the state up, but only when it was left by this
+very run: the state carries a ``RunIdentity`` (the declared params, the code the
+stage runs, the library versions, the ImageNet weights file and the input data),
+and a state that differs in any of them is ignored with a line that says which. A
+file that cannot be read is discarded with a warning. The file is removed once the
+stage has written its outputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
+import torchvision
 from torch import nn
 
 from retino.atomic import atomic_path
+from retino.errors import brief
+from retino.imports import project_imports
 from retino.progress import console
 from retino.train.fit import EpochRecord, ResumePoint, TrainResult
 
-FORMAT = "retino-resume-1"
+FORMAT = "retino-resume-2"
+SMALL_FILE = 2**20  # larger inputs enter the identity by size and modification time
 
 
 def resume_path(model_out: str | Path) -> Path:
@@ -33,33 +40,92 @@ def resume_path(model_out: str | Path) -> Path:
     return model_out.with_name(f"{model_out.stem}.resume.pt")
 
 
-def fingerprint(settings: dict[str, Any], files: Iterable[Path]) -> str:
-    """A hash of the run's settings and the bytes of the (small) files it reads;
-    large files enter by size and modification time."""
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for path in files:
-        stat = path.stat()
-        if stat.st_size <= 2**20:
-            digest.update(path.read_bytes())
-        else:
-            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
-class ResumeFile:
-    """Where one run keeps its resume state, tagged with the run's fingerprint."""
+def code_digests(script: Path, root: Path) -> dict[str, str]:
+    """sha256 of the stage script and of every retino file it imports."""
+    files = [script.resolve(), *project_imports(script.resolve(), root)]
+    return {str(path.relative_to(root)): file_digest(path) for path in files}
 
-    def __init__(self, path: str | Path, run_fingerprint: str):
-        self.path, self.fingerprint = Path(path), run_fingerprint
+
+def data_digest(files: Iterable[Path]) -> str:
+    """The input files: small ones by content, large ones (the image arrays) by size
+    and modification time, which hashing gigabytes at every start would not beat."""
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(path.name.encode())
+        if stat.st_size <= SMALL_FILE:
+            digest.update(path.read_bytes())
+        else:
+            digest.update(f":{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Everything a resumed run must share with the run that left the state."""
+
+    settings: dict[str, Any]  # the declared params, the run name, the device type
+    code: dict[str, str]  # file -> sha256
+    versions: dict[str, str]  # torch, torchvision, numpy
+    weights: str | None  # sha256 of the ImageNet weights file; None for scratch
+    data: str  # the statistics file and the downscaled set
+
+    @staticmethod
+    def versions_now() -> dict[str, str]:
+        return {"torch": torch.__version__, "torchvision": torchvision.__version__,
+                "numpy": np.__version__}
+
+    def differences(self, saved: dict[str, Any]) -> list[str]:
+        """What of ``saved`` (an identity as stored) differs from this one, in words."""
+        found = []
+        changed = sorted(k for k in {*self.settings, *saved.get("settings", {})}
+                         if self.settings.get(k) != saved.get("settings", {}).get(k))
+        if changed:
+            found.append("params (" + ", ".join(changed) + ")")
+        files = sorted(k for k in {*self.code, *saved.get("code", {})}
+                       if self.code.get(k) != saved.get("code", {}).get(k))
+        if files:
+            found.append("code (" + ", ".join(files) + ")")
+        for name in ("versions", "weights", "data"):
+            if getattr(self, name) != saved.get(name):
+                found.append({"versions": "torch/torchvision/numpy versions",
+                              "weights": "ImageNet weights file", "data": "input data"}[name])
+        return found
+
+
+class ResumeFile:
+    """Where one run keeps its resume state, tagged with the run's identity."""
+
+    def __init__(self, path: str | Path, identity: RunIdentity):
+        self.path, self.identity = Path(path), identity
 
     def load(self) -> ResumePoint | None:
-        """The saved state of this very run, or None (absent, or made by other settings)."""
+        """The saved state of this very run, or None (absent, unreadable, or left by a
+        run that differs; a line says why)."""
         if not self.path.is_file():
             return None
-        saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        if saved.get("format") != FORMAT or saved.get("fingerprint") != self.fingerprint:
-            console.print(f"{self.path}: left by a run with other settings or data; "
-                          "starting over")
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if not isinstance(saved, dict) or saved.get("format") != FORMAT:
+                raise ValueError(f"not a {FORMAT} file")
+        except Exception as error:  # truncated zip, foreign pickle, wrong format alike
+            console.print(f"[yellow]warning:[/] {self.path}: cannot be read as a resume "
+                          f"state ({brief(error)}); discarded, starting over",
+                          soft_wrap=True)
+            self.remove()
+            return None
+        differences = self.identity.differences(saved.get("identity", {}))
+        if differences:
+            console.print(f"{self.path}: left by a run with other {'; '.join(differences)}; "
+                          "ignored, starting over", soft_wrap=True, highlight=False)
             return None
         result = TrainResult(history=[EpochRecord(**row) for row in saved["history"]],
                              best_epoch=saved["best_epoch"], best_state=saved["best_state"],
@@ -69,7 +135,7 @@ class ResumeFile:
 
     def save(self, result: TrainResult, model: nn.Module,
              optimizer: torch.optim.Optimizer) -> None:
-        state = {"format": FORMAT, "fingerprint": self.fingerprint,
+        state = {"format": FORMAT, "identity": json.loads(json.dumps(asdict(self.identity))),
                  "history": [asdict(record) for record in result.history],
                  "best_epoch": result.best_epoch, "best_state": result.best_state,
                  "best_key": list(result.best_key), "model_state": model.state_dict(),

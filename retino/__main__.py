@@ -1,0 +1,5 @@
+"""``python -m retino``: see ``retino.cli``."""
+
+from retino.cli import main
+
+main()

@@ -1,0 +1,63 @@
+"""``retino`` (also ``python -m retino``): commands beside the pipeline.
+
+    retino summary                       reprint compare's table from metrics/ and
+                                         plots/history/, without rerunning anything
+    retino predict --model M PHOTOS...   grade new photos with a trained model
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from retino.params import DEVICES
+from retino.stage import run_stage
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="retino", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = main.add_subparsers(dest="command", required=True)
+    summary = commands.add_parser("summary", help="reprint the summary table of the last "
+                                  "run from its files, without rerunning anything")
+    summary.add_argument("--metrics-dir", type=Path, default=Path("metrics"))
+    summary.add_argument("--history-dir", type=Path, default=Path("plots/history"))
+    grade = commands.add_parser(
+        "predict", help="grade photos with a trained model",
+        description="Grade photos (files, or folders searched for images) with a model "
+        "file of the train stage, using the preprocessing stored in it. Writes one CSV "
+        "row per photo; a photo that cannot be read gets a row with the reason. Exit "
+        "status 1 when any photo could not be read.")
+    grade.add_argument("--model", type=Path, required=True,
+                       help="e.g. models/resnet50-pretrained.pt")
+    grade.add_argument("photos", type=Path, nargs="+", help="photo files or folders")
+    grade.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                       help="CSV to write (default predictions.csv)")
+    grade.add_argument("--device", default="auto", help=f"one of: {', '.join(DEVICES)}")
+    grade.add_argument("--batch-size", type=int, default=32)
+    grade.add_argument("--workers", type=int, default=0,
+                       help="processes decoding photos; 0 = one per CPU core")
+    grade.add_argument("--explain", type=Path, metavar="DIR",
+                       help="also write a Grad-CAM picture per photo into DIR")
+    return main
+
+
+def run_predict(args: argparse.Namespace) -> None:
+    from retino.predict import find_photos, predict, print_summary  # torch: only here
+
+    summary = predict(args.model, find_photos(args.photos), args.out, args.device,
+                      args.batch_size, args.workers, args.explain)
+    print_summary(summary, args.out)
+    if summary.failed:
+        sys.exit(1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.command == "summary":
+        from retino.report.comparison import print_summary, read_results
+
+        run_stage(lambda: print_summary(read_results(args.metrics_dir, args.history_dir)))
+    elif args.command == "predict":
+        run_stage(lambda: run_predict(args))

@@ -1,0 +1,158 @@
+"""A model card per model (``metrics/<arch>-<init>.md``): what it was trained on, how,
+from which code and data, how well it grades, and what it must not be used for, in
+Markdown a reader can paste into a report.
+
+Provenance comes from ``dvc.lock`` (the params each stage declared and the hashes of
+what it read and wrote) and from git, as they stand when compare runs: DVC records
+each stage in ``dvc.lock`` as it finishes, so the train and evaluate entries are
+those of the model described.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from retino.grading import GRADES
+from retino.report.comparison import ModelResult, number_text, with_interval
+
+ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
+LIMITS_SYNTHETIC = (
+    "Trained and tested on retino's **synthetic** fundus images: these figures say that "
+    "the pipeline works, nothing about real photographs. Not a medical device; not "
+    "validated on real photos; not for any clinical decision.")
+LIMITS_REAL = (
+    "A research model trained on EyePACS-style photographs graded by one reading each "
+    "(label noise, mixed cameras, about 18.5 % of EyePACS photos judged ungradable by "
+    "a later study). Not a medical device; not validated prospectively or on other "
+    "populations and cameras (cross-dataset transfer is known to be poor); not for any "
+    "clinical decision.")
+
+
+def git_revision(root: Path = Path(".")) -> str:
+    """``<short commit>`` of the working tree, ``+ uncommitted changes`` when dirty."""
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return result.stdout.strip() if result.returncode == 0 else ""
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    return commit + (" + uncommitted changes" if git("status", "--porcelain") else "")
+
+
+def _stage(lock: dict, name: str) -> dict:
+    return lock.get("stages", {}).get(name, {})
+
+
+def _hash_of(entries: list[dict], path: str) -> str:
+    found = next((e for e in entries if e.get("path") == path), {})
+    return found.get("md5") or found.get("hash") or "n/a"
+
+
+def _data_lines(stats: dict, lock: dict) -> list[str]:
+    data = _stage(lock, "downscale-images").get("params", {}).get("params.yaml", {}).get(
+        "data", {})
+    counts = stats["class_counts"]
+    table = ["| split | " + " | ".join(f"{g} {GRADES[g]}" for g in range(5)) + " | total |",
+             "|---|" + "---:|" * 6]
+    for split in ("train", "test"):
+        values = list(counts[split].values())
+        table.append(f"| {split} | " + " | ".join(str(v) for v in values)
+                     + f" | {sum(values)} |")
+    leakage = stats["test_patient_leakage_percent"]
+    resplit = _yaml_text(data.get("resplit", "unknown"))
+    return [f"- Source: `{data.get('source', 'unknown')}` at {stats['image_size']} px "
+            f"(`data.resplit: {resplit}`); the train split minus a "
+            "patient-level validation hold-out trained the model, the validation part "
+            "chose its epoch and operating points, the test split scored it.",
+            f"- Test images whose patient's other eye is in train: {leakage} %"
+            + (" (the test figures are optimistic)." if leakage else " (a patient-level "
+               "split)."), "", *table]
+
+
+def _recipe_lines(result: ModelResult, lock: dict) -> list[str]:
+    arch, init = result.name.split("-")
+    params = _stage(lock, f"train@{result.name}").get("params", {}).get("params.yaml", {})
+    recipe = ("ImageNet weights, then the lab's two phases: `fc` alone on stored features "
+              "of the frozen backbone, then every layer fine-tuned"
+              if init == "pretrained" else "random initial weights, every layer trained")
+    report = result.report
+    lines = [f"- {ARCH_NAMES[arch]} (torchvision), 5-way classification head; {recipe}.",
+             f"- Weights kept: epoch {report['chosen_epoch']} ({report['chosen_phase']}), "
+             "the best validation QWK; loss: "
+             + ("class-weighted" if report["weighted_loss"] else "unweighted")
+             + " cross-entropy.",
+             "- Params that made it (from `dvc.lock`):" if params else
+             "- Params: no dvc.lock entry for this model (run `dvc repro`)."]
+    lines += [f"  - `{key}`: `{_yaml_text(value)}`"
+              for key, value in sorted(_flatten(params).items())]
+    return lines
+
+
+def _yaml_text(value: object) -> str:
+    """A value as params.yaml writes it: ``false``, ``""``, ``0.001``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    return '""' if value == "" else str(value)
+
+
+def _flatten(params: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _metric_lines(report: dict) -> list[str]:
+    rows = [("accuracy", with_interval(report, "acc", 1, " %")),
+            ("quadratic weighted kappa", with_interval(report, "qwk", 3)),
+            ("balanced accuracy", with_interval(report, "bacc", 1, " %")),
+            ("referable DR (grade >= 2) sensitivity", with_interval(report, "ref_sens", 1, " %")),
+            ("referable DR specificity", with_interval(report, "ref_spec", 1, " %")),
+            ("referable DR ROC AUC", with_interval(report, "ref_auc", 3)),
+            ("majority baseline accuracy", f"{number_text(report['baseline_acc'], 1)} %")]
+    lines = [f"Test split, {report['test_images']} images; 95 % intervals from 1,000 "
+             "bootstrap resamples of patients.", "", "| measure | value [95 % interval] |",
+             "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
+    points = report.get("operating_points", {})
+    if points:
+        lines += ["Referable operating points, thresholds on P(grade >= 2) chosen on "
+                  "validation:", "", "| point | threshold | validation sens. / spec. | "
+                  "test sens. / spec. |", "|---|---:|---|---|"]
+        lines += [f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | "
+                  f"{number_text(p['validation_sensitivity'], 1)} / "
+                  f"{number_text(p['validation_specificity'], 1)} % | "
+                  f"{number_text(p['sensitivity'], 1)} / {number_text(p['specificity'], 1)} % |"
+                  for name, p in points.items()]
+    return lines
+
+
+def model_card(result: ModelResult, stats: dict, lock: dict, revision: str) -> str:
+    """The Markdown card of one model."""
+    train, evaluate = _stage(lock, f"train@{result.name}"), _stage(lock,
+                                                                   f"evaluate@{result.name}")
+    source = _stage(lock, "downscale-images").get("params", {}).get("params.yaml", {}).get(
+        "data", {}).get("source")
+    provenance = [f"- Code: git `{revision}`.",
+                  f"- Downscaled data `data/downscaled`: md5 "
+                  f"`{_hash_of(train.get('deps', []), 'data/downscaled')}`.",
+                  f"- Train statistics `metrics/data_stats.json`: md5 "
+                  f"`{_hash_of(train.get('deps', []), 'metrics/data_stats.json')}`.",
+                  f"- Model `models/{result.name}.pt`: md5 "
+                  f"`{_hash_of(train.get('outs', []), f'models/{result.name}.pt')}`."]
+    if not train or not evaluate:
+        provenance.append("- (dvc.lock has no entry for this model's stages: run `dvc repro`)")
+    sections = [f"# Model card: {result.name}", "",
+                "## Intended use and limits", "",
+                LIMITS_SYNTHETIC if source == "synthetic" else LIMITS_REAL, "",
+                "Grades diabetic retinopathy 0-4 (none, mild, moderate, severe, "
+                "proliferative) from one colour fundus photograph; `retino predict` applies "
+                "the model to new photos with its own preprocessing.", "",
+                "## Data", "", *_data_lines(stats, lock), "",
+                "## Recipe", "", *_recipe_lines(result, lock), "",
+                "## Test results", "", *_metric_lines(result.report), "",
+                "## Provenance", "", *provenance, ""]
+    return "\n".join(sections)

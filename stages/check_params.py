@@ -1,0 +1,30 @@
+"""Stage check-params: validate all of params.yaml before any other stage runs.
+
+DVC deletes a stage's outputs before it runs the stage's command, so a typo that a
+stage found only after starting would already have cost its results. Every stage
+waits for this one, whose output is the same whenever params.yaml is valid (so it
+causes no reruns); a problem stops `dvc repro` here, naming each bad key, what it
+holds and what is allowed, and every output stays where it was.
+
+Reads all of params.yaml (a file dependency: any edit reruns this check alone).
+"""
+
+from pathlib import Path
+
+from retino.atomic import write_text
+from retino.params import load_params
+from retino.stage import run_stage, stage_parser
+
+CHECKED = "params.yaml passed retino's checks\n"
+
+
+def main() -> None:
+    parser = stage_parser(__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="marker file to write")
+    args = parser.parse_args()
+    load_params()  # every problem of the whole file, in one message
+    write_text(args.out, CHECKED)
+
+
+if __name__ == "__main__":
+    run_stage(main)
