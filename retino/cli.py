@@ -3,6 +3,8 @@
     retino summary                       reprint compare's table from metrics/ and
                                          plots/history/, without rerunning anything
     retino predict --model M PHOTOS...   grade new photos with a trained model
+    retino preview PHOTO                 the photo beside what the network sees of it,
+                                         under each data.preprocess choice
 """
 
 from __future__ import annotations
@@ -40,7 +42,21 @@ def parser() -> argparse.ArgumentParser:
                        help="processes decoding photos; 0 = one per CPU core")
     grade.add_argument("--explain", type=Path, metavar="DIR",
                        help="also write a Grad-CAM picture per photo into DIR")
+    preview = commands.add_parser("preview", help="the photo beside what the network sees "
+                                  "of it, under each data.preprocess choice")
+    preview.add_argument("photo", type=Path)
+    preview.add_argument("--size", type=int, default=256, help="data.image_size (px)")
+    preview.add_argument("--out", type=Path, default=Path("preview.png"))
     return main
+
+
+def run_preview(args: argparse.Namespace) -> None:
+    from retino.atomic import atomic_path
+    from retino.data.photos import input_preview
+
+    with atomic_path(args.out) as tmp:
+        input_preview(args.photo, args.size).save(tmp, format="PNG")
+    print(f"wrote {args.out}")
 
 
 def run_predict(args: argparse.Namespace) -> None:
@@ -61,3 +77,5 @@ def main(argv: list[str] | None = None) -> None:
         run_stage(lambda: print_summary(read_results(args.metrics_dir, args.history_dir)))
     elif args.command == "predict":
         run_stage(lambda: run_predict(args))
+    elif args.command == "preview":
+        run_stage(lambda: run_preview(args))

@@ -174,3 +174,54 @@ def operating_points(is_referable: np.ndarray, score: np.ndarray) -> dict[str, O
     return {name: OperatingPoint(float(t), *at_threshold(truth, score, t))
             for name, t in (("high_sensitivity", high_sensitivity),
                             ("high_specificity", high_specificity))}
+
+
+# --- model outputs -> grades ---------------------------------------------------------
+# A classification head gives 5 logits per image; a regression head one score on the
+# grade scale, cut into grades at four cut-points (tuned on validation after training).
+HEAD_OUTPUTS = {"classification": NUM_CLASS, "regression": 1}
+DEFAULT_CUTS = (0.5, 1.5, 2.5, 3.5)
+CUT_CANDIDATES = 400  # score quantiles tried for each cut-point
+
+
+def predicted_grades(outputs: np.ndarray, cuts: tuple[float, ...] | None = None) -> np.ndarray:
+    """The grade of each row of ``outputs``: the highest logit, or the regression score
+    cut at ``cuts`` (default: halfway between grades)."""
+    if outputs.shape[1] == 1:
+        return np.searchsorted(np.asarray(cuts or DEFAULT_CUTS), outputs[:, 0], side="right")
+    return outputs.argmax(axis=1)
+
+
+def referable_score(outputs: np.ndarray) -> np.ndarray:
+    """What ranks images by how referable they look: P(grade >= 2), or the regression
+    score itself."""
+    return outputs[:, 0].astype(np.float64) if outputs.shape[1] == 1 \
+        else referable_probability(outputs)
+
+
+def tune_cuts(actual: np.ndarray, scores: np.ndarray, rounds: int = 4) -> tuple[float, ...]:
+    """Four increasing cut-points that maximise the QWK of ``scores`` against ``actual``:
+    coordinate search from halfway between grades, each cut in turn over the midpoints
+    between (at most ``CUT_CANDIDATES`` quantiles of) the scores that keep the order.
+    Deterministic."""
+    cuts = list(DEFAULT_CUTS)
+    candidates = np.unique(np.quantile(scores, np.linspace(0, 1, CUT_CANDIDATES)))
+    midpoints = (candidates[:-1] + candidates[1:]) / 2 if len(candidates) > 1 else candidates
+
+    def kappa(trial: list[float]) -> float:
+        return quadratic_weighted_kappa(actual, np.searchsorted(trial, scores, side="right"))
+
+    best = kappa(cuts)
+    for _ in range(rounds):
+        improved = False
+        for index in range(len(cuts)):
+            low = cuts[index - 1] if index else -np.inf
+            high = cuts[index + 1] if index + 1 < len(cuts) else np.inf
+            for value in midpoints[(midpoints > low) & (midpoints < high)]:
+                trial = cuts[:index] + [float(value)] + cuts[index + 1:]
+                score = kappa(trial)
+                if score > best + 1e-12:
+                    best, cuts, improved = score, trial, True
+        if not improved:
+            break
+    return tuple(float(c) for c in cuts)

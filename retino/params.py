@@ -28,6 +28,10 @@ INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("synthetic", "lab", "kaggle")
 ON_BAD_INPUT = ("stop", "skip")
+HEADS = ("classification", "regression")
+REGRESSION_LOSSES = ("mse", "smooth_l1")
+PREPROCESSING = ("none", "graham")
+TTA = ("none", "flips")
 # The ImageNet weights torchvision has for each architecture (a test keeps this equal
 # to torchvision's own list), so that params.yaml is checked without importing torch.
 WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2")}
@@ -41,6 +45,7 @@ class DataParams:
     resplit: bool  # lab source: replace its per-image split by a patient-level one
     resplit_test_fraction: float  # splits made here: share of patients in test
     split_seed: int  # every patient-level split drawn here: test (when made here), validation
+    preprocess: str  # none | graham (local average colour subtracted, rim masked)
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,8 @@ class ArchParams:
 
 @dataclass(frozen=True)
 class TrainParams:
+    head: str  # classification (5 logits, the lab's) | regression (one score, cut-points)
+    regression_loss: str  # mse | smooth_l1 (regression head only)
     epochs_feature_extraction: int
     epochs_fine_tuning: int
     weighted_loss: bool
@@ -84,6 +91,8 @@ class TrainParams:
 @dataclass(frozen=True)
 class EvaluateParams:
     batch_size: int
+    tta: str  # none | flips: average the outputs over the four flips of each image
+    pair_eyes: bool  # also grade each eye from both eyes' outputs (patient-level split only)
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,7 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "source": _one_of(SOURCES), "image_size": _positive_int,
         "on_bad_input": _one_of(ON_BAD_INPUT), "resplit": _boolean,
         "resplit_test_fraction": _open_fraction, "split_seed": _any_int,
+        "preprocess": _one_of(PREPROCESSING),
     },
     "synthesize": {
         "patients": _positive_int, "canvas_height": _positive_int,
@@ -168,12 +178,13 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "image_workers": _non_negative_int,
     },
     "train": {
+        "head": _one_of(HEADS), "regression_loss": _one_of(REGRESSION_LOSSES),
         "epochs_feature_extraction": _positive_int, "epochs_fine_tuning": _positive_int,
         "weighted_loss": _boolean, "momentum": _non_negative_number,
         "weight_decay": _non_negative_number, "validation_fraction": _open_fraction,
         "run_seed": _any_int,
     },
-    "evaluate": {"batch_size": _positive_int},
+    "evaluate": {"batch_size": _positive_int, "tta": _one_of(TTA), "pair_eyes": _boolean},
 }
 # Keys of earlier versions: naming one is an error that says where it went.
 RENAMED = {
@@ -268,12 +279,13 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "check-params": (),  # reads the whole file as a file dep, to validate it
     "synthesize": ("synthesize", "compute.image_workers"),
     "downscale-images": ("data", "compute.image_workers"),
-    "compute-stats": ("data.image_size",),
-    "train": ("train.epochs_feature_extraction", "train.epochs_fine_tuning",
-              "train.weighted_loss", "train.momentum", "train.weight_decay",
+    "compute-stats": ("data.image_size", "data.preprocess"),
+    "train": ("train.head", "train.regression_loss", "train.epochs_feature_extraction",
+              "train.epochs_fine_tuning", "train.weighted_loss", "train.momentum", "train.weight_decay",
               "train.validation_fraction", "train.run_seed", "train.{arch}",
               "data.split_seed", "compute.device", "compute.loader_workers"),
-    "evaluate": ("evaluate.batch_size", "compute.device", "compute.loader_workers"),
+    "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
+                 "compute.device", "compute.loader_workers"),
     "compare": (),
     "plots-page": (),
 }

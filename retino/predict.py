@@ -4,7 +4,8 @@ Every photo goes through exactly the preprocessing the model was trained with, r
 from the model file and never from the current params.yaml: decoded upright in any
 colour mode, the eye cropped, padded square and resized to the checkpoint's image
 size, normalised with the checkpoint's train statistics. Each photo gets one CSV row:
-its grade, the five probabilities, P(referable) and the referable call at each
+its grade, the five probabilities and P(referable) (or, for a regression head, its
+score, cut into a grade at the checkpoint's cut-points) and the referable call at each
 operating point the train stage chose on validation. A photo that cannot be read gets
 a row with the reason, and the run goes on. ``--explain DIR`` also writes a Grad-CAM
 picture per photo.
@@ -23,7 +24,7 @@ import torch
 
 from retino.atomic import atomic_path, write_text
 from retino.data.photos import downscale_job
-from retino.grading import NUM_CLASS, referable_probability
+from retino.grading import NUM_CLASS, predicted_grades, referable_score
 from retino.pool import default_workers, ordered_map
 from retino.progress import console, counting
 from retino.report.gradcam import grad_cam, grade_caption, overlay
@@ -79,30 +80,42 @@ class Predictor:
             return self.model(images).float().cpu().numpy(), None
 
 
+def output_columns(checkpoint: dict) -> list[str]:
+    """The five probabilities and P(referable), or the regression score."""
+    if checkpoint.get("head") == "regression":
+        return ["score"]
+    return [*(f"p_grade_{g}" for g in range(NUM_CLASS)), "referable_probability"]
+
+
 def result_columns(checkpoint: dict) -> list[str]:
     points = list(checkpoint.get("operating_points", {}))
-    return ["file", "grade", *(f"p_grade_{g}" for g in range(NUM_CLASS)),
-            "referable_probability", *(f"referable_{name}" for name in points), "problem"]
+    return ["file", "grade", *output_columns(checkpoint),
+            *(f"referable_{name}" for name in points), "problem"]
 
 
-def graded_rows(files: list[Path], logits: np.ndarray, checkpoint: dict) -> list[dict]:
-    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    referable = referable_probability(logits)
+def graded_rows(files: list[Path], outputs: np.ndarray, checkpoint: dict) -> list[dict]:
+    grades = predicted_grades(outputs, checkpoint.get("cuts"))
+    referable = referable_score(outputs)
     rows = []
     for index, path in enumerate(files):
-        row = {"file": str(path), "grade": int(probabilities[index].argmax()),
-               "referable_probability": round(float(referable[index]), 6), "problem": ""}
-        row.update({f"p_grade_{g}": round(float(probabilities[index, g]), 6)
-                    for g in range(NUM_CLASS)})
+        row = {"file": str(path), "grade": int(grades[index]), "problem": ""}
+        if outputs.shape[1] == 1:
+            row["score"] = round(float(outputs[index, 0]), 6)
+        else:
+            probabilities = np.exp(outputs[index] - outputs[index].max())
+            probabilities /= probabilities.sum()
+            row.update({f"p_grade_{g}": round(float(probabilities[g]), 6)
+                        for g in range(NUM_CLASS)})
+            row["referable_probability"] = round(float(referable[index]), 6)
         for name, point in checkpoint.get("operating_points", {}).items():
             row[f"referable_{name}"] = int(referable[index] >= point["threshold"])
         rows.append(row)
     return rows
 
 
-def _decoded(photos: list[Path], size: int, workers: int) -> Iterator[tuple[Path, object]]:
-    jobs = ((path, size) for path in photos)
+def _decoded(photos: list[Path], size: int, preprocess: str, workers: int
+             ) -> Iterator[tuple[Path, object]]:
+    jobs = ((path, size, preprocess) for path in photos)
     results = (ordered_map(downscale_job, jobs, workers) if workers > 1
                else map(downscale_job, jobs))
     yield from zip(photos, results)
@@ -135,7 +148,9 @@ def predict(model_file: Path, photos: list[Path], out_csv: Path, device_name: st
         pending.clear()
 
     with counting("predict", len(photos)) as tick:
-        for path, result in _decoded(photos, predictor.image_size, default_workers(workers)):
+        for path, result in _decoded(photos, predictor.image_size,
+                                     predictor.checkpoint.get("preprocess", "none"),
+                                     default_workers(workers)):
             if isinstance(result, str):
                 rows.append({"file": str(path), "problem": result})
             else:

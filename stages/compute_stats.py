@@ -1,7 +1,8 @@
 """Stage compute-stats: exact channel mean/std of the train split, class counts, weights,
 the majority baseline and the split's patient leakage, into metrics/data_stats.json.
 
-Reads params.yaml: data.image_size (recorded with the statistics).
+Reads params.yaml: data.image_size and data.preprocess (none | graham), both recorded
+with the statistics, so that every model file says how its inputs were made.
 """
 
 from pathlib import Path
@@ -25,7 +26,8 @@ def main() -> None:
     train = splits["train"]
     with counting("compute-stats", len(train)) as tick:
         moments = channel_moments(iter_chunks(array_path(args.data, "train"), len(train)), tick)
-    document = stats_document(moments, splits, params.data.image_size)
+    document = stats_document(moments, splits, params.data.image_size,
+                              params.data.preprocess)
     write_json(args.out, document)
     rows = [[mode, *counts.values()] for mode, counts in document["class_counts"].items()]
     print_table("class counts", ["split", *document["class_weights"]], rows)

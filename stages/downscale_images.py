@@ -3,7 +3,8 @@ image cropped, padded square and resized as uint8 arrays.
 
 Reads params.yaml: data.source (synthetic | lab | kaggle), data.image_size,
 data.on_bad_input (stop | skip), data.resplit (true | false),
-data.resplit_test_fraction, data.split_seed, compute.image_workers (0 = one per core).
+data.resplit_test_fraction, data.split_seed, data.preprocess (none | graham),
+compute.image_workers (0 = one per core).
 """
 
 from pathlib import Path
@@ -34,7 +35,7 @@ def main() -> None:
     workers = default_workers(params.compute.image_workers)
     with atomic_path(args.out) as out, counting("downscale-images", total) as tick:
         splits, skipped = prepare_downscaled(source, out, data.image_size, workers,
-                                             data.on_bad_input, tick)
+                                             data.on_bad_input, tick, data.preprocess)
     write_text(args.skipped_out, report_csv(skipped))
     leaked = patient_leakage(splits["train"].names, splits["test"].names)
     console.print(f"{data.source} ({folder}): {len(splits['train'])} train and "

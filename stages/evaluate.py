@@ -4,7 +4,11 @@ specificity at the referable operating points chosen on validation, and the spli
 patient leakage; the per-image predictions for DVC's confusion plot; a confusion
 heatmap; a Grad-CAM gallery of right and wrong test photos per grade.
 
-Reads params.yaml: evaluate.batch_size, compute.device (auto | cpu | cuda) and
+With evaluate.pair_eyes, each eye is also graded from both eyes' outputs (a model
+fitted on validation; a leaky split is refused before any work), reported beside.
+
+Reads params.yaml: evaluate.batch_size, evaluate.tta (none | flips),
+evaluate.pair_eyes (true | false), compute.device (auto | cpu | cuda) and
 compute.loader_workers.
 """
 
@@ -16,9 +20,11 @@ import torch
 from retino.atomic import write_json
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
+from retino.grading import predicted_grades
 from retino.report.evaluation import (at_operating_points, evaluation_report,
                                       patient_bootstrap, patient_leakage_percent,
                                       predict_test_split, prediction_rows)
+from retino.report.pairing import paired_eyes_report, refuse_leaky_split
 from retino.report.figures import confusion_heatmap
 from retino.report.gallery import gallery
 from retino.stage import run_stage, stage_parser
@@ -38,16 +44,25 @@ def main() -> None:
     args = parse_args()
     name = run_name(check_arch(args.arch), check_init(args.init))
     params = load_params(stage="evaluate")
+    leakage = patient_leakage_percent(args.data)
+    if params.evaluate.pair_eyes:
+        refuse_leaky_split(leakage)  # before any work
     test = predict_test_split(args.model, args.data, params.compute.device,
-                              params.evaluate.batch_size, params.compute.loader_workers)
-    checkpoint, predicted = test.checkpoint, test.logits.argmax(axis=1)
-    report = {**evaluation_report(test.actual, test.logits),
-              "ci95": patient_bootstrap(test.actual, test.logits, test.images.names),
+                              params.evaluate.batch_size, params.compute.loader_workers,
+                              params.evaluate.tta)
+    checkpoint, names = test.checkpoint, test.images.names
+    cuts = checkpoint.get("cuts")
+    predicted = predicted_grades(test.logits, cuts)
+    report = {**evaluation_report(test.actual, test.logits, cuts),
+              "ci95": patient_bootstrap(test.actual, test.logits, names, cuts),
               "operating_points": at_operating_points(test.actual, test.logits,
                                                       checkpoint.get("operating_points", {})),
-              "test_patient_leakage_percent": patient_leakage_percent(args.data),
+              "test_patient_leakage_percent": leakage, "head": checkpoint.get("head"),
+              "cuts": cuts, "tta": params.evaluate.tta,
               "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
               "weighted_loss": checkpoint["weighted_loss"]}
+    if params.evaluate.pair_eyes:
+        report["paired_eyes"] = paired_eyes_report(checkpoint, test.actual, test.logits, names)
     write_json(args.metrics_out, report)
     write_json(args.predictions_out, prediction_rows(test.actual, predicted))
     headline = f"test accuracy {report['acc']:.1f} %, QWK {report['qwk']:.3f}"

@@ -15,13 +15,13 @@ import pandas as pd
 import torch
 
 from retino.atomic import write_text
-from retino.grading import NUM_CLASS
+from retino.grading import HEAD_OUTPUTS, NUM_CLASS
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
 from retino.stage import catching_interrupts, run_stage, stage_parser
 from retino.train.checkpoints import save_checkpoint
 from retino.train.device import configure_backends, resolve_device
-from retino.train.fit import TrainResult, fit, history_rows, validation_operating_points
+from retino.train.fit import TrainResult, fit, history_rows, validation_decisions
 from retino.train.inputs import load_stats, load_train_data
 from retino.train.models import build_model, weights_enum, weights_source
 from retino.train.recipe import train_settings
@@ -60,8 +60,8 @@ def main() -> None:
     configure_backends(device)
     stats = load_stats(args.stats)
     torch.manual_seed(train.run_seed)
-    model = build_model(arch, pretrained, NUM_CLASS, arch_params.imagenet_weights,
-                        arch_params.weights_file)
+    model = build_model(arch, pretrained, HEAD_OUTPUTS[train.head],
+                        arch_params.imagenet_weights, arch_params.weights_file)
     data = load_train_data(args.data, stats.mean, stats.std, train.validation_fraction,
                            params.data.split_seed)
     settings = train_settings(train, arch, init, params.compute.loader_workers,
@@ -84,16 +84,17 @@ def main() -> None:
     best = result.history[result.best_epoch - 1]
     model.load_state_dict(result.best_state)
     save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
-                    num_class=NUM_CLASS, head="classification", epoch=result.best_epoch,
-                    phase=best.phase, image_size=stats.image_size, mean=list(stats.mean),
-                    std=list(stats.std), weighted_loss=train.weighted_loss, params=recorded,
-                    operating_points=validation_operating_points(model, data, settings,
-                                                                 device))
+                    num_class=NUM_CLASS, head=train.head, outputs=HEAD_OUTPUTS[train.head],
+                    epoch=result.best_epoch, phase=best.phase, image_size=stats.image_size,
+                    preprocess=stats.preprocess,
+                    mean=list(stats.mean), std=list(stats.std),
+                    weighted_loss=train.weighted_loss, params=recorded,
+                    **validation_decisions(model, data, settings, device))
     write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
         index=False, float_format="%.4f"))
     resume.remove()
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
-                  f" chose epoch {result.best_epoch} ({best.phase}) on validation kappa "
+                  f" chose epoch {result.best_epoch} ({best.phase}) on validation QWK "
                   f"{best.val_qwk:.3f}; its test accuracy {best.acc_test:.1f} %")
 
 

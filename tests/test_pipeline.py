@@ -285,3 +285,45 @@ def test_stages_and_dvc_read_tricky_params_values_alike(repo):
     assert diff["train.resnet18.lr"]["new"] == 0.001 and diff["train.weighted_loss"]["new"] == "yes"
     assert diff["train.resnet18.batch_size"]["new"] == 16
     assert diff["train.resnet50.weights_file"]["new"] is None
+
+
+@pytest.mark.parametrize("key, value, stages", [
+    ("train.head", "regression", {f"train@{r}" for r in RUNS}),
+    ("train.regression_loss", "smooth_l1", {f"train@{r}" for r in RUNS}),
+    ("evaluate.tta", "flips", {f"evaluate@{r}" for r in RUNS}),
+    ("evaluate.pair_eyes", "true", {f"evaluate@{r}" for r in RUNS}),
+    ("data.preprocess", "graham", {"downscale-images"}),
+])
+def test_each_recipe_param_reruns_only_the_stages_that_read_it(repo, key, value, stages):
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    run(repo, "dvc", "repro")  # up to date first
+    params_file.write_text(_set_raw(original, key, value))
+    try:
+        status = run(repo, "dvc", "status")
+    finally:
+        params_file.write_text(original)
+    changed = {line.rstrip(":").strip() for line in status.splitlines()
+               if line and not line.startswith("\t") and line.rstrip().endswith(":")}
+    assert changed == {"check-params", *stages}
+
+
+def test_the_fields_recipe_runs_end_to_end_through_dvc(repo, tmp_path):
+    output = run(repo, "dvc", "exp", "run", "-S", "train.head=regression",
+                 "-S", "evaluate.tta=flips", "-S", "evaluate.pair_eyes=true",
+                 "-S", "data.preprocess=graham")
+    assert "downscale-images" in ran_stages(output)
+    stats = json.loads((repo / "metrics" / "data_stats.json").read_text())
+    assert stats["preprocess"] == "graham"
+    for name in RUNS:
+        report = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert report["head"] == "regression" and report["tta"] == "flips"
+        assert len(report["cuts"]) == 4 and report["cuts"] == sorted(report["cuts"])
+        paired = report["paired_eyes"]
+        assert {"acc", "qwk", "bacc", "ref_sens", "ref_spec", "ref_auc", "ci95"} <= set(paired)
+        assert "referable DR" in (repo / "metrics" / f"{name}.md").read_text()
+    photos = sorted((repo / "data" / "synthetic" / "data").glob("*.jpeg"))[:3]
+    run(repo, "python", "-m", "retino", "predict", "--model", "models/resnet18-scratch.pt",
+        *map(str, photos), "--out", str(tmp_path / "p.csv"), "--device", "cpu")
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["file", "grade", "score"] and "p_grade_0" not in header

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retino.grading import at_threshold, operating_points
+from retino.grading import at_threshold, operating_points, referable_probability
 from retino.report import evaluation
 from retino.report.card import model_card
 from retino.report.comparison import ModelResult, leakage_warning, summary_rows
@@ -29,7 +29,7 @@ def test_bootstrap_intervals_hold_the_estimate_and_shrink_with_more_patients():
     small, large = _test_split(60), _test_split(600)
     intervals = {n: patient_bootstrap(*split, resamples=300)
                  for n, split in (("small", small), ("large", large))}
-    point = headline_metrics(small[0], small[1].argmax(1), evaluation.referable_probability(small[1]))
+    point = headline_metrics(small[0], small[1].argmax(1), referable_probability(small[1]))
     for key, (low, high) in intervals["small"].items():
         assert low <= point[key] <= high, key
         large_low, large_high = intervals["large"][key]

@@ -41,12 +41,14 @@ def missing_files(image_folder: Path, splits: dict[str, Split]
 
 
 def write_images(paths: list[Path], target: Path, size: int, workers: int,
-                 on_image: Callable[[], None]) -> tuple[list[int], list[Problem]]:
+                 on_image: Callable[[], None], preprocess: str = "none"
+                 ) -> tuple[list[int], list[Problem]]:
     """Downscale ``paths`` into the array file ``target``; (written indices, problems)."""
     written, problems = [], []
     with open(target, "wb") as f:
         writer = ArrayWriter(f, size)
-        results = ordered_map(downscale_job, ((path, size) for path in paths), workers)
+        results = ordered_map(downscale_job, ((path, size, preprocess) for path in paths),
+                              workers)
         for index, (path, result) in enumerate(zip(paths, results)):
             if isinstance(result, str):
                 problems.append(Problem(str(path), None, result))
@@ -59,8 +61,8 @@ def write_images(paths: list[Path], target: Path, size: int, workers: int,
 
 
 def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
-                       on_bad_input: str, on_image: Callable[[], None] = lambda: None
-                       ) -> tuple[dict[str, Split], list[Problem]]:
+                       on_bad_input: str, on_image: Callable[[], None] = lambda: None,
+                       preprocess: str = "none") -> tuple[dict[str, Split], list[Problem]]:
     """Write the downscaled set into the (new, empty) folder ``out``.
 
     Returns the splits as written and every input left out. With ``stop``, any
@@ -74,7 +76,8 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
     for mode in MODES:
         split = splits[mode]
         paths = [image_path(source.image_folder, name) for name in split.names]
-        kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image)
+        kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image,
+                                    preprocess)
         written[mode] = split.subset(np.array(kept, dtype=np.int64))
         problems += failed
     stop_on(problems, on_bad_input)

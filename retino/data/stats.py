@@ -86,12 +86,14 @@ def class_weights(train_counts: np.ndarray, source: str = "train split") -> np.n
     return train_counts.sum() / (NUM_CLASS * train_counts)
 
 
-def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: int) -> dict:
+def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: int,
+                   preprocess: str = "none") -> dict:
     """The content of ``metrics/data_stats.json``."""
     mean, std = moments.mean_std()
     counts = {mode: class_counts(split.labels) for mode, split in splits.items()}
     return {
         "image_size": image_size,
+        "preprocess": preprocess,
         "train_pixels": moments.count,
         "mean": dict(zip(CHANNELS, map(float, mean))),
         "std": dict(zip(CHANNELS, map(float, std))),
@@ -119,6 +121,7 @@ class DataStats:
     std: tuple[float, float, float]
     class_weights: tuple[float, ...]
     image_size: int
+    preprocess: str  # data.preprocess the images went through: none | graham
     majority_baseline: float
 
 
@@ -128,6 +131,7 @@ def read_stats(document: dict) -> DataStats:
         std=tuple(document["std"][c] for c in CHANNELS),
         class_weights=tuple(document["class_weights"].values()),
         image_size=int(document["image_size"]),
+        preprocess=str(document.get("preprocess", "none")),
         majority_baseline=float(document["baseline_acc"]),
     )
 

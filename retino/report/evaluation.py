@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from retino.data.layout import read_layout
 from retino.data.splits import patient_leakage, patient_of
 from retino.grading import (REFERABLE_GRADE, accuracy_percent, at_threshold,
                             balanced_accuracy_percent, confusion_counts, macro_f1,
                             majority_baseline_percent, per_class_recall_precision, per_grade,
-                            quadratic_weighted_kappa, referable_probability, referable_scores,
-                            row_normalised)
+                            predicted_grades, quadratic_weighted_kappa, referable_score,
+                            referable_scores, row_normalised)
 from retino.train.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.train.device import resolve_device
 from retino.train.inputs import ImageArray, ToModel, make_loader
@@ -34,18 +36,46 @@ class SplitPredictions:
     logits: np.ndarray  # float32, one row per image
 
 
+FLIPS = ((False, False), (True, False), (False, True), (True, True))
+
+
 def predict_test_split(model_file: str | Path, data_folder: str | Path, device_name: str,
-                       batch_size: int, workers: int) -> SplitPredictions:
+                       batch_size: int, workers: int, tta: str = "none") -> SplitPredictions:
     """Load ``model_file`` and run it over the test images of ``data_folder``, normalised
-    with the statistics saved in the checkpoint."""
+    with the statistics saved in the checkpoint; with ``tta="flips"``, the outputs are
+    averaged over the four flips of each image."""
     device = resolve_device(device_name)
     checkpoint = load_checkpoint(model_file)
     model = model_from_checkpoint(checkpoint).to(device).eval()
     images = ImageArray.from_split(data_folder, "test")
     to_model = ToModel(checkpoint["mean"], checkpoint["std"], device)
-    actual, logits = predict_logits(model, make_loader(images, batch_size, False, workers,
-                                                       device), device, to_model)
-    return SplitPredictions(checkpoint, model, to_model, images, actual, logits)
+    actual, outputs = predict_with_tta(model, make_loader(images, batch_size, False, workers,
+                                                          device), device, to_model, tta)
+    return SplitPredictions(checkpoint, model, to_model, images, actual, outputs)
+
+
+def predict_with_tta(model: nn.Module, loader: DataLoader, device: torch.device,
+                     to_model: ToModel, tta: str) -> tuple[np.ndarray, np.ndarray]:
+    """(grades, outputs) over ``loader``; with ``tta="flips"``, the outputs averaged over
+    the four flips of each image (``evaluate.tta``)."""
+    passes = [predict_logits(model, loader, device,
+                             lambda batch, h=h, v=v: to_model.flipped(batch, [h] * len(batch),
+                                                                      [v] * len(batch)))
+              for h, v in (FLIPS if tta == "flips" else FLIPS[:1])]
+    return passes[0][0], average_outputs([outputs for _, outputs in passes])
+
+
+def average_outputs(passes: list[np.ndarray]) -> np.ndarray:
+    """The mean of several passes' outputs: of the probabilities for 5 logits (returned
+    as log-probabilities, so that argmax and softmax still apply), of the score for a
+    regression head."""
+    if len(passes) == 1:
+        return passes[0]
+    if passes[0].shape[1] == 1:
+        return np.mean(passes, axis=0)
+    probabilities = [np.exp(p - p.max(axis=1, keepdims=True)) for p in passes]
+    mean = np.mean([p / p.sum(axis=1, keepdims=True) for p in probabilities], axis=0)
+    return np.log(mean).astype(np.float32)
 
 
 # The headline of every model, in the order reports show it (short names, one each:
@@ -65,14 +95,16 @@ def headline_metrics(actual: np.ndarray, predicted: np.ndarray,
             "ref_auc": referable.auc}
 
 
-def evaluation_report(actual: np.ndarray, logits: np.ndarray) -> dict:
+def evaluation_report(actual: np.ndarray, outputs: np.ndarray, cuts: tuple | None = None
+                      ) -> dict:
     """Every test metric of one model, as written to ``metrics/<arch>-<init>.json``:
-    rates in %, kappa/F1/AUC as 0..1 coefficients, NaN where undefined."""
-    predicted = logits.argmax(axis=1)
+    rates in %, kappa/F1/AUC as 0..1 coefficients, NaN where undefined. ``outputs`` are
+    5 logits or 1 regression score per image (cut into grades at ``cuts``)."""
+    predicted = predicted_grades(outputs, cuts)
     counts = confusion_counts(actual, predicted)
     recall, precision = per_class_recall_precision(counts)
     return {
-        **headline_metrics(actual, predicted, referable_probability(logits)),
+        **headline_metrics(actual, predicted, referable_score(outputs)),
         "macro_f1": macro_f1(counts),
         "baseline_acc": majority_baseline_percent(actual),
         "test_images": int(len(actual)),
@@ -100,12 +132,12 @@ def patient_resamples(names: list[str], resamples: int, seed: int) -> Iterator[n
         yield np.concatenate([groups[i] for i in drawn])
 
 
-def patient_bootstrap(actual: np.ndarray, logits: np.ndarray, names: list[str],
-                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED
-                      ) -> dict[str, list[float]]:
+def patient_bootstrap(actual: np.ndarray, outputs: np.ndarray, names: list[str],
+                      cuts: tuple | None = None, resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> dict[str, list[float]]:
     """95 % percentile intervals of the ``HEADLINE`` figures, resampling *patients* with
     replacement (both eyes of a patient together, as they are not independent)."""
-    predicted, score = logits.argmax(axis=1), referable_probability(logits)
+    predicted, score = predicted_grades(outputs, cuts), referable_score(outputs)
     draws: dict[str, list[float]] = {key: [] for key in HEADLINE}
     for chosen in patient_resamples(names, resamples, seed):
         for key, value in headline_metrics(actual[chosen], predicted[chosen],
@@ -121,10 +153,10 @@ def _interval(values: list[float]) -> list[float]:
     return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
 
 
-def at_operating_points(actual: np.ndarray, logits: np.ndarray, points: dict) -> dict:
+def at_operating_points(actual: np.ndarray, outputs: np.ndarray, points: dict) -> dict:
     """Test sensitivity/specificity (%) at the referable operating points that train
     chose on validation (``{name: {"threshold": ...}}`` from the checkpoint)."""
-    truth, score = actual >= REFERABLE_GRADE, referable_probability(logits)
+    truth, score = actual >= REFERABLE_GRADE, referable_score(outputs)
     report = {}
     for name, point in points.items():
         sensitivity, specificity = at_threshold(truth, score, point["threshold"])

@@ -46,6 +46,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the network (no ImageNet download needed) and load the saved weights."""
-    model = build_model(checkpoint["arch"], pretrained=False, num_class=checkpoint["num_class"])
+    model = build_model(checkpoint["arch"], pretrained=False,
+                        outputs=checkpoint.get("outputs", checkpoint["num_class"]))
     model.load_state_dict(checkpoint["state_dict"])
     return model

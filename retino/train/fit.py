@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from retino.grading import REFERABLE_GRADE, operating_points, referable_probability
+from retino.grading import REFERABLE_GRADE, operating_points, referable_score, tune_cuts
 from retino.progress import console
 from retino.train.device import memory_format
 from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
@@ -64,7 +64,7 @@ class Recorder:
             self.result.best_state = copy.deepcopy(
                 {k: v.detach().cpu() for k, v in self.model.state_dict().items()})
         console.print(f"epoch {epoch:>3} {phase:<18} loss {loss:.4f}  acc_train "
-                      f"{acc_train:5.1f} %  acc_test {test.accuracy:5.1f} %  val kappa "
+                      f"{acc_train:5.1f} %  acc_test {test.accuracy:5.1f} %  val QWK "
                       f"{validation.kappa:.3f}  val acc {validation.accuracy:5.1f} %")
 
 
@@ -106,7 +106,8 @@ def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torc
         model.load_state_dict(resume.model_state)
         recorder.result = resume.result
     done = len(recorder.result.history)
-    criterion = make_criterion(settings.class_weights, device)
+    criterion = make_criterion(settings.class_weights, device, settings.head,
+                               settings.regression_loss)
     first = 0
     for phase, epochs in settings.schedule():
         last = first + epochs
@@ -124,12 +125,18 @@ def history_rows(history: list[EpochRecord]) -> list[dict]:
     return [asdict(record) for record in history]
 
 
-def validation_operating_points(model: nn.Module, data: TrainData, settings: TrainSettings,
-                                device: torch.device) -> dict[str, dict[str, float]]:
-    """The referable operating points of ``model`` (its chosen weights loaded), chosen on
-    the validation split: thresholds on P(grade >= 2), never on test."""
+def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSettings,
+                         device: torch.device) -> dict:
+    """What the chosen weights decide on the validation split, never on test: the
+    regression head's cut-points (tuned for QWK), the referable operating points
+    (thresholds on the referable score), and the validation outputs themselves, from
+    which evaluate fits its two-eye model. Stored in the model file."""
     loader = make_loader(data.validation, max(settings.batch_size, SCORING_BATCH), False,
                          settings.num_workers, device)
-    actual, logits = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
-    points = operating_points(actual >= REFERABLE_GRADE, referable_probability(logits))
-    return {name: point._asdict() for name, point in points.items()}
+    actual, outputs = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
+    cuts = tune_cuts(actual, outputs[:, 0]) if settings.head == "regression" else None
+    points = operating_points(actual >= REFERABLE_GRADE, referable_score(outputs))
+    return {"cuts": list(cuts) if cuts else None,
+            "operating_points": {name: point._asdict() for name, point in points.items()},
+            "validation": {"names": list(data.validation.names), "grades": actual.tolist(),
+                           "outputs": torch.from_numpy(outputs)}}

@@ -114,8 +114,14 @@ class ToModel:
     def __call__(self, batch: torch.Tensor, flips: torch.Generator | None = None) -> torch.Tensor:
         """Normalise ``batch``; with a ``flips`` generator, flip each image at random
         left-right and upside down (independently, p = 0.5 each)."""
+        horizontal, vertical = flip_draws(len(batch), flips)
+        return self.flipped(batch, horizontal, vertical)
+
+    def flipped(self, batch: torch.Tensor, horizontal: Sequence[bool],
+                vertical: Sequence[bool]) -> torch.Tensor:
+        """Normalise ``batch``, mirroring image i left-right where ``horizontal[i]`` and
+        upside down where ``vertical[i]`` (test-time augmentation fixes them)."""
         images = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        horizontal, vertical = flip_draws(len(images), flips)
         if not self.reuse_buffers:
             return self._whole_batch(images, horizontal, vertical)
         out = self._output(images.shape)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from retino.grading import accuracy_percent, quadratic_weighted_kappa
+from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
+                            quadratic_weighted_kappa)
 from retino.progress import epoch_bar
 from retino.train.device import autocast
 from retino.train.inputs import Prepare, to_device
@@ -29,11 +30,43 @@ class Score(NamedTuple):
     kappa: float  # quadratic weighted
 
 
-def make_criterion(class_weights: Iterable[float] | None, device: torch.device) -> nn.Module:
-    if class_weights is None:
-        return nn.CrossEntropyLoss()
-    return nn.CrossEntropyLoss(weight=torch.tensor(list(class_weights), dtype=torch.float32,
-                                                   device=device))
+class GradeRegressionLoss(nn.Module):
+    """MSE or SmoothL1 between a one-output head's score and the grade; with class
+    weights, each image weighs its grade's weight and the mean is weighted, as
+    ``CrossEntropyLoss(weight=...)`` weighs images for the classification head."""
+
+    def __init__(self, kind: str, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.kind, self.weight = kind, weight
+        self.per_image = {"mse": nn.functional.mse_loss,
+                          "smooth_l1": nn.functional.smooth_l1_loss}[kind]
+
+    def forward(self, outputs: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        losses = self.per_image(outputs[:, 0], grades.to(outputs.dtype), reduction="none")
+        if self.weight is None:
+            return losses.mean()
+        weights = self.weight[grades]
+        return (weights * losses).sum() / weights.sum()
+
+
+def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
+                   head: str = "classification", regression_loss: str = "mse") -> nn.Module:
+    """The loss of ``head``: cross-entropy for classification, ``regression_loss`` on the
+    grade for regression; weighted by grade when ``class_weights`` are given."""
+    weight = None if class_weights is None else torch.tensor(
+        list(class_weights), dtype=torch.float32, device=device)
+    if head == "regression":
+        return GradeRegressionLoss(regression_loss, weight)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def batch_grades(outputs: torch.Tensor) -> torch.Tensor:
+    """Grades of a batch during training: the highest logit, or the regression score cut
+    halfway between grades (the tuned cut-points come after training)."""
+    if outputs.shape[1] == 1:
+        cuts = torch.tensor(DEFAULT_CUTS, device=outputs.device, dtype=outputs.dtype)
+        return torch.bucketize(outputs[:, 0].detach(), cuts, right=True)
+    return outputs.argmax(dim=1)
 
 
 def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) -> torch.optim.SGD:
@@ -56,7 +89,7 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            correct = int((logits.argmax(dim=1) == labels).sum())
+            correct = int((batch_grades(logits.float()) == labels).sum())
             bar.update(len(labels), loss.item() * len(labels), correct)
     return bar.loss_sum / bar.images, 100.0 * bar.correct / bar.images
 
@@ -78,7 +111,7 @@ def score(model: nn.Module, loader: DataLoader, prepare: Prepare) -> Score:
     """Accuracy and quadratic weighted kappa of ``model`` on ``loader``."""
     device = next(model.parameters()).device
     actual, logits = predict_logits(model, loader, device, prepare)
-    predicted = logits.argmax(axis=1)
+    predicted = predicted_grades(logits)  # regression: halfway cuts while training
     return Score(accuracy_percent(actual, predicted), quadratic_weighted_kappa(actual, predicted))
 
 

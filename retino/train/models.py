@@ -116,13 +116,14 @@ def load_imagenet_state(arch: str, name: str = "IMAGENET1K_V1",
     return state
 
 
-def build_model(arch: str, pretrained: bool, num_class: int = NUM_CLASS,
+def build_model(arch: str, pretrained: bool, outputs: int = NUM_CLASS,
                 weights_name: str = "IMAGENET1K_V1", weights_file: str | Path = "") -> nn.Module:
-    """torchvision ResNet with its ``fc`` replaced by a ``num_class``-way Linear."""
+    """torchvision ResNet with its ``fc`` replaced by a Linear of ``outputs`` outputs (5
+    logits for the classification head, 1 score for the regression head)."""
     model = BUILDERS[check_arch(arch)](weights=None)
     if pretrained:
         model.load_state_dict(load_imagenet_state(arch, weights_name, weights_file))
-    model.fc = nn.Linear(model.fc.in_features, num_class)
+    model.fc = nn.Linear(model.fc.in_features, outputs)
     return model
 
 

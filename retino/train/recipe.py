@@ -35,6 +35,8 @@ class TrainSettings:
     class_weights: tuple[float, ...] | None  # None: unweighted CrossEntropyLoss
     seed: int  # train.run_seed: initial weights, batch order, flips
     num_workers: int = 0
+    head: str = "classification"  # | regression
+    regression_loss: str = "mse"  # | smooth_l1, regression head only
 
     def schedule(self) -> list[tuple[str, int]]:
         """(phase, epochs) in order: two phases from ImageNet, one from scratch."""
@@ -54,4 +56,5 @@ def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
         epochs_fine_tuning=train.epochs_fine_tuning, batch_size=arch_params.batch_size,
         lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
         class_weights=class_weights if train.weighted_loss else None,
-        seed=train.run_seed, num_workers=num_workers)
+        seed=train.run_seed, num_workers=num_workers, head=train.head,
+        regression_loss=train.regression_loss)
