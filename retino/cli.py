@@ -5,6 +5,8 @@
     retino predict --model M PHOTOS...   grade new photos with a trained model
     retino preview PHOTO                 the photo beside what the network sees of it,
                                          under each data.preprocess choice
+    retino preset NAME                   the -S options of a preset, for
+                                         `dvc exp run $(retino preset lab)`
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("photo", type=Path)
     preview.add_argument("--size", type=int, default=256, help="data.image_size (px)")
     preview.add_argument("--out", type=Path, default=Path("preview.png"))
+    preset = commands.add_parser("preset", help="print a preset's -S options for dvc exp run")
+    preset.add_argument("name", help="lab: the lab's experiment on a GPU box")
     return main
 
 
@@ -79,3 +83,9 @@ def main(argv: list[str] | None = None) -> None:
         run_stage(lambda: run_predict(args))
     elif args.command == "preview":
         run_stage(lambda: run_preview(args))
+    elif args.command == "preset":
+        from retino.presets import PRESETS, preset_line
+
+        if args.name not in PRESETS:
+            sys.exit(f"error: unknown preset {args.name!r}: choose {', '.join(PRESETS)}")
+        print(preset_line(args.name))

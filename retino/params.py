@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from retino.errors import ParamsError
 
 ARCHS = ("resnet18", "resnet50")
@@ -264,6 +261,9 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
 
 def read_params_file(path: str | Path = "params.yaml") -> Any:
     """The raw content of ``path`` as DVC sees it (ruamel.yaml's safe loader, YAML 1.2)."""
+    from ruamel.yaml import YAML  # only here: code that never reads params.yaml (the GPU
+    from ruamel.yaml.error import YAMLError  # check, bench/gpu.py) runs without it
+
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: file not found (run from the project root)")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -43,3 +46,34 @@ def test_run_measured_reports_a_child_peak_not_the_parent_one(tmp_path):
     small = measure.run_measured([sys.executable, "-c", "import time; time.sleep(0.2)"],
                                  tmp_path)
     assert 0 < small.largest_process_peak_mib < 50  # not this torch-sized test process
+
+
+BLOCK_PIPELINE_ONLY_PACKAGES = """
+import builtins, runpy, sys
+real = builtins.__import__
+def refuse(name, *args, **kwargs):
+    if name.split(".")[0] in ("dvc", "ruamel", "psutil"):
+        raise ImportError(f"{name} is not on the GPU machine")
+    return real(name, *args, **kwargs)
+builtins.__import__ = refuse
+sys.argv = ["bench/gpu.py", *sys.argv[1:]]
+runpy.run_path("bench/gpu.py", run_name="__main__")
+"""
+
+
+def test_gpu_check_runs_the_pipelines_loop_without_dvc(tmp_path):
+    """bench/gpu.py on the CPU at a tiny size, on a Python without dvc, ruamel or psutil,
+    as the lent GPU machine is."""
+    out = tmp_path / "gpu.json"
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_PIPELINE_ONLY_PACKAGES, "--device", "cpu", "--archs",
+         "resnet18", "--sizes", "32", "64", "--lab-size", "64", "--images", "8", "--batch", "2",
+         "--steps", "1", "--epochs", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["arch"], r["size"]) for r in runs] == [("resnet18", 32), ("resnet18", 64)]
+    for run in runs:
+        assert run["train_step"]["images_per_s"] > 0 and run["fit"]["images_per_s"] > 0
+    assert runs[1]["lab_epoch_minutes"] == pytest.approx(
+        28_100 / runs[1]["fit"]["images_per_s"] / 60, rel=0.01)

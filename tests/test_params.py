@@ -124,3 +124,23 @@ def test_yes_is_a_string_not_true(tmp_path):
         "weighted_loss: false", "weighted_loss: yes", 1))
     with pytest.raises(ParamsError, match="train.weighted_loss = 'yes': must be true or false"):
         load_params(path)
+
+
+def test_every_preset_names_existing_keys_with_valid_values():
+    from retino.params import flat_values
+    from retino.presets import PRESETS, preset_options
+
+    known = set(flat_values(load_params(ROOT / "params.yaml")))
+    for name, changes in PRESETS.items():
+        assert set(changes) <= known, name
+        raw = project_params()
+        for key, value in changes.items():
+            section = raw
+            *path, last = key.split(".")
+            for part in path:
+                section = section[part]
+            section[last] = value
+        parse_params(raw)  # raises on any value the stages would refuse
+        options = preset_options(name)
+        assert options[::2] == ["-S"] * len(changes)
+    assert "data.image_size=512" in preset_options("lab")

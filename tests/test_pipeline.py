@@ -327,3 +327,78 @@ def test_the_fields_recipe_runs_end_to_end_through_dvc(repo, tmp_path):
         *map(str, photos), "--out", str(tmp_path / "p.csv"), "--device", "cpu")
     header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
     assert header[:3] == ["file", "grade", "score"] and "p_grade_0" not in header
+
+
+def _branch(repo: Path) -> str:
+    return run(repo, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
+
+
+def test_results_travel_between_a_laptop_and_a_gpu_box_through_a_dvc_remote(repo, tmp_path):
+    """README "On a GPU box": the laptop pushes what it built; the box pulls, has nothing
+    to rerun, changes a param, reruns only its stages and pushes; the laptop pulls and
+    sees the box's metrics without rerunning anything."""
+    laptop, box = repo, tmp_path / "box"
+    run(laptop, "dvc", "repro")
+    run(laptop, "dvc", "remote", "add", "-d", "store", str(tmp_path / "store"))
+    run(laptop, "git", "add", "-A")
+    run(laptop, "git", "commit", "-qm", "results and remote")
+    run(laptop, "dvc", "push")
+    run(tmp_path, "git", "clone", "-q", str(laptop), str(box))
+    run(box, "dvc", "pull")
+    assert "up to date" in run(box, "dvc", "status")
+    assert ran_stages(run(box, "dvc", "repro")) == set()
+    params = box / "params.yaml"
+    params.write_text(_set_raw(params.read_text(), "train.resnet50.lr", "0.002"))
+    output = run(box, "dvc", "repro")
+    assert ran_stages(output) == {"check-params", "train@resnet50-pretrained",
+                                  "train@resnet50-scratch", "evaluate@resnet50-pretrained",
+                                  "evaluate@resnet50-scratch", "compare"}
+    run(box, "git", "add", "-A")
+    run(box, "git", "commit", "-qm", "box: resnet50 lr 0.002")
+    run(box, "dvc", "push")
+    run(laptop, "git", "pull", "-q", str(box), _branch(box))
+    run(laptop, "dvc", "pull")
+    assert "up to date" in run(laptop, "dvc", "status")
+    shown = {clone: json.loads(run(clone, "dvc", "metrics", "show", "--json"))
+             for clone in (laptop, box)}
+    assert shown[laptop] == shown[box]
+    assert (laptop / "models" / "resnet50-scratch.pt").read_bytes() == \
+        (box / "models" / "resnet50-scratch.pt").read_bytes()
+
+
+def test_the_lab_preset_resolves_through_dvc_with_overrides(repo):
+    """`dvc exp run $(retino preset lab)`, with tiny overrides for this CPU: DVC applies
+    the options (later ones win) and records them; queued here, not run."""
+    preset = run(repo, "python", "-m", "retino", "preset", "lab").split()
+    overrides = ["-S", "data.source=synthetic", "-S", "data.image_size=32",
+                 "-S", "compute.device=cpu", "-S", "compute.loader_workers=0"]
+    run(repo, "dvc", "exp", "run", "--queue", "--name", "lab-preset", *preset, *overrides)
+    try:
+        experiments = json.loads(run(repo, "dvc", "exp", "show", "--json"))
+        queued = next(rev for commit in experiments for exp in commit.get("experiments") or []
+                      for rev in exp["revs"] if rev.get("name") == "lab-preset")
+        params = queued["data"]["params"]["params.yaml"]["data"]
+    finally:
+        run(repo, "dvc", "queue", "remove", "--queued")
+    assert params["train"]["epochs_feature_extraction"] == 4
+    assert params["train"]["epochs_fine_tuning"] == 6
+    assert params["train"]["resnet50"]["batch_size"] == 4
+    assert params["compute"]["loader_workers"] == 0 and params["compute"]["device"] == "cpu"
+    assert params["data"]["image_size"] == 32 and params["data"]["source"] == "synthetic"
+
+
+def test_queued_experiments_run_one_after_another(repo):
+    run(repo, "dvc", "exp", "run", "--queue", "-S", "evaluate.batch_size=8")
+    run(repo, "dvc", "queue", "start", "-j", "1")
+    deadline, status = time.monotonic() + 600, ""
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Success" in status and "Failed" not in status, status
+    experiments = json.loads(run(repo, "dvc", "exp", "show", "--json"))
+    params = [rev["data"]["params"]["params.yaml"]["data"]["evaluate"]["batch_size"]
+              for commit in experiments for exp in commit.get("experiments") or []
+              for rev in exp["revs"]]
+    assert 8 in params

@@ -1,0 +1,185 @@
+"""GPU check that fits a short lease: the pipeline's own training loop, timed.
+
+    PYTHONPATH=. python bench/gpu.py                 # one H200: under 8 minutes
+    PYTHONPATH=. python bench/gpu.py --device cpu --sizes 32 64 --lab-size 64 \
+        --images 8 --batch 2 --steps 1 --epochs 1    # a tiny CPU run, as the tests do
+
+Needs only torch, torchvision, numpy and pillow (no dvc, no network, no install). For
+ResNet-18 and ResNet-50 at each size it writes uint8 image arrays on the spot, then
+times, on the chosen device with the pipeline's own code (``ImageArray``, ``ToModel``,
+bf16 autocast and channels_last on CUDA, ``fit`` with its float32 scoring):
+
+* ``train_step``: forward + backward + SGD step on a batch already in memory, the
+  bare model rate;
+* ``fit``: whole scratch epochs through ``fit`` (loader, flips and normalisation on
+  the device, scoring of validation and test after each epoch): the rate a train
+  stage sees;
+
+with the peak GPU memory of each, and the minutes of one 512 px epoch over the lab's
+28,100 train images derived from the ``fit`` rate. Writes one JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from retino.data.arrays import ArrayWriter  # noqa: E402
+from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
+from retino.train.fit import fit  # noqa: E402
+from retino.train.inputs import ImageArray, ToModel, TrainData, epoch_generator  # noqa: E402
+from retino.train.models import build_model  # noqa: E402
+from retino.train.recipe import TrainSettings  # noqa: E402
+
+LAB_TRAIN_IMAGES = 28_100
+MEAN, STD = (0.45, 0.25, 0.15), (0.28, 0.17, 0.10)  # any fixed values: speed only
+BATCH = {224: 256, 512: 64}  # per size; other sizes use 16
+
+
+def image_array(folder: Path, name: str, count: int, size: int, seed: int) -> ImageArray:
+    """``count`` random uint8 images of ``size`` px, written as the pipeline stores them."""
+    path, rng = folder / f"{name}.npy", np.random.default_rng(seed)
+    with open(path, "wb") as f:
+        writer = ArrayWriter(f, size)
+        for _ in range(count):
+            writer.append(rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8))
+        writer.finish()
+    labels = rng.integers(0, 5, size=count)
+    return ImageArray(path, np.arange(count), labels, [f"{i}_left" for i in range(count)])
+
+
+def peak_mib(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.device
+                    ) -> dict:
+    """Images/s of the bare training step on one in-memory batch (after 3 warm-up steps)."""
+    torch.manual_seed(0)
+    model = build_model(arch, pretrained=False).to(device, memory_format=memory_format(device))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    to_model = ToModel(MEAN, STD, device)
+    pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 5, (batch,), device=device)
+    model.train()
+
+    def step(index: int) -> None:
+        with autocast(device):
+            loss = nn.functional.cross_entropy(
+                model(to_model(pixels, epoch_generator(0, index, 1))).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for index in range(3):
+        step(index)
+    synchronize(device)
+    started = time.perf_counter()
+    for index in range(steps):
+        step(index)
+    synchronize(device)
+    return {"images_per_s": round(batch * steps / (time.perf_counter() - started), 1),
+            "peak_gpu_mib": peak_mib(device)}
+
+
+def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
+             device: torch.device, folder: Path) -> dict:
+    """Images/s of whole scratch epochs through ``fit``, scoring included: a warm-up
+    ``fit`` of one epoch, then one of ``epochs`` epochs, timed."""
+    data = TrainData(fit=image_array(folder, f"{arch}{size}fit", images, size, 1),
+                     validation=image_array(folder, f"{arch}{size}val", images // 4, size, 2),
+                     test=image_array(folder, f"{arch}{size}test", images // 4, size, 3),
+                     mean=MEAN, std=STD)
+    settings = TrainSettings(init="scratch", epochs_feature_extraction=epochs,
+                             epochs_fine_tuning=0, batch_size=batch, lr=1e-3, momentum=0.9,
+                             weight_decay=5e-4, class_weights=None, seed=0)
+    warm_up = dataclasses.replace(settings, epochs_feature_extraction=1)
+    fit(build_model(arch, pretrained=False), data, warm_up, device)
+    torch.manual_seed(0)
+    model = build_model(arch, pretrained=False)
+    synchronize(device)
+    started = time.perf_counter()
+    fit(model, data, settings, device)
+    synchronize(device)
+    seconds = time.perf_counter() - started
+    return {"images_per_s": round(images * epochs / seconds, 1), "epochs": epochs,
+            "fit_images": images, "scored_images_per_epoch": 2 * (images // 4),
+            "peak_gpu_mib": peak_mib(device)}
+
+
+def measure(archs: list[str], sizes: list[int], images: int, steps: int, epochs: int,
+            device: torch.device, batch: int | None = None, lab_size: int = 512
+            ) -> list[dict]:
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="retino-gpu-") as scratch:
+        for size in sizes:
+            for arch in archs:
+                size_batch = batch or BATCH.get(size, 16)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                step = train_step_rate(arch, size, size_batch, steps, device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                loop = fit_rate(arch, size, size_batch, images, epochs, device,
+                                Path(scratch))
+                run = {"arch": arch, "size": size, "batch": size_batch, "train_step": step,
+                       "fit": loop}
+                if size == lab_size:
+                    run["lab_epoch_minutes"] = round(LAB_TRAIN_IMAGES / loop["images_per_s"]
+                                                     / 60, 2)
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+    return runs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
+    parser.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
+    parser.add_argument("--images", type=int, default=1024, help="fit images per run")
+    parser.add_argument("--steps", type=int, default=20, help="timed bare train steps")
+    parser.add_argument("--epochs", type=int, default=2, help="timed fit epochs")
+    parser.add_argument("--lab-size", type=int, default=512,
+                        help="the size whose runs estimate one lab epoch (default 512)")
+    parser.add_argument("--batch", type=int, help="one batch size for every run (default: "
+                        "256 at 224 px, 64 at 512 px, else 16)")
+    parser.add_argument("--out", type=Path, default=Path("bench/gpu.json"))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but this machine has no usable CUDA device; "
+                 "use --device cpu for a dry run")
+    configure_backends(device)
+    started = time.perf_counter()
+    runs = measure(args.archs, args.sizes, args.images, args.steps, args.epochs, device,
+                   args.batch, args.lab_size)
+    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "device": torch.cuda.get_device_name(0) if device.type == "cuda"
+                          else platform.processor() or platform.machine()},
+              "runs": runs, "seconds": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{result['seconds']:.0f} s; written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
