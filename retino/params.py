@@ -81,6 +81,7 @@ class TrainParams:
     weight_decay: float
     validation_fraction: float
     run_seed: int  # initial weights, batch order, flips
+    gpus: int | str  # processes (devices) of one run, or "all"; > 1 runs under torchrun
     resnet18: ArchParams
     resnet50: ArchParams
 
@@ -149,6 +150,11 @@ def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def _process_count(value: Any) -> str | None:
+    ok = value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+    return None if ok else "must be an integer > 0 or all"
+
+
 def _text(value: Any) -> str | None:
     return None if isinstance(value, str) else "must be a string"
 
@@ -179,7 +185,7 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "epochs_feature_extraction": _positive_int, "epochs_fine_tuning": _positive_int,
         "weighted_loss": _boolean, "momentum": _non_negative_number,
         "weight_decay": _non_negative_number, "validation_fraction": _open_fraction,
-        "run_seed": _any_int,
+        "run_seed": _any_int, "gpus": _process_count,
     },
     "evaluate": {"batch_size": _positive_int, "tta": _one_of(TTA), "pair_eyes": _boolean},
 }
@@ -282,7 +288,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "compute-stats": ("data.image_size", "data.preprocess"),
     "train": ("train.head", "train.regression_loss", "train.epochs_feature_extraction",
               "train.epochs_fine_tuning", "train.weighted_loss", "train.momentum", "train.weight_decay",
-              "train.validation_fraction", "train.run_seed", "train.{arch}",
+              "train.validation_fraction", "train.run_seed", "train.gpus",
+              "train.{arch}",
               "data.split_seed", "compute.device", "compute.loader_workers"),
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
                  "compute.device", "compute.loader_workers"),

@@ -8,6 +8,7 @@ compute.loader_workers.
 """
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from retino.grading import HEAD_OUTPUTS, NUM_CLASS
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
 from retino.stage import catching_interrupts, run_stage, stage_parser
+from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
 from retino.train.device import configure_backends, resolve_device
 from retino.train.fit import TrainResult, fit, history_rows, validation_decisions
@@ -57,6 +59,12 @@ def main() -> None:
     if pretrained:
         weights_enum(arch, arch_params.imagenet_weights)  # an unknown name stops here
     device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
+    processes = distributed.requested_processes(train.gpus, device)
+    if processes > 1 and not distributed.active():  # one process per device, under torchrun
+        sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
+    distributed.check_batch_size(f"train.{arch}.batch_size", arch_params.batch_size)
+    device = distributed.start(device)
+    console.quiet = not distributed.is_main()  # process 0 alone prints and writes
     configure_backends(device)
     stats = load_stats(args.stats)
     torch.manual_seed(train.run_seed)
@@ -76,20 +84,24 @@ def main() -> None:
     started = time.perf_counter()
 
     def epoch_done(result: TrainResult, optimizer: torch.optim.Optimizer) -> None:
-        resume.save(result, model, optimizer)
+        if distributed.is_main():
+            resume.save(result, model, optimizer)
         interrupts.check()  # a Ctrl-C that Python swallowed stops the run here
 
     with catching_interrupts() as interrupts:
         result = fit(model, data, settings, device, resume.load(), on_epoch=epoch_done)
     best = result.history[result.best_epoch - 1]
     model.load_state_dict(result.best_state)
+    decisions = validation_decisions(model, data, settings, device)
+    distributed.stop()
+    if not distributed.is_main():
+        return
     save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
                     num_class=NUM_CLASS, head=train.head, outputs=HEAD_OUTPUTS[train.head],
                     epoch=result.best_epoch, phase=best.phase, image_size=stats.image_size,
                     preprocess=stats.preprocess,
                     mean=list(stats.mean), std=list(stats.std),
-                    weighted_loss=train.weighted_loss, params=recorded,
-                    **validation_decisions(model, data, settings, device))
+                    weighted_loss=train.weighted_loss, params=recorded, **decisions)
     write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
         index=False, float_format="%.4f"))
     resume.remove()

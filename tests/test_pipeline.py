@@ -230,6 +230,36 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(repo):
     assert not resume_file.exists()
 
 
+def test_a_train_stage_on_two_cpu_processes_ends_like_one(repo):
+    """train.gpus: 2 with compute.device: cpu runs two gloo processes under torchrun;
+    process 0 alone writes the same outputs, with a history of the same length. On 40
+    fit images, BatchNorm over each process's half batch and per-process flips move
+    the numbers: the tolerance is loose (final train loss within 2x, last test
+    accuracy within 40 points), the layout is exact."""
+    params_file, stage, name = repo / "params.yaml", "train@resnet18-scratch", "resnet18-scratch"
+    original = params_file.read_text()
+    one_process = _set_raw(_set_raw(original, "compute.loader_workers", "0"),
+                           "compute.device", "cpu")
+    params_file.write_text(one_process)
+    try:
+        run(repo, "dvc", "repro", stage)
+        alone = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        params_file.write_text(_set_raw(one_process, "train.gpus", "2"))
+        output = run(repo, "dvc", "repro", stage)
+        together = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+    finally:
+        params_file.write_text(original)
+    assert ran_stages(output) == {"check-params", stage}
+    assert output.count(" done in ") == 1  # process 0 alone reports
+    assert len(together) == len(alone) and together[0] == alone[0]
+    last = {label: dict(zip(rows[0].split(","), rows[-1].split(",")))
+            for label, rows in (("one", alone), ("two", together))}
+    assert 0.5 < float(last["two"]["train_loss"]) / float(last["one"]["train_loss"]) < 2
+    assert abs(float(last["two"]["acc_test"]) - float(last["one"]["acc_test"])) <= 40
+    checkpoint = torch.load(repo / "models" / f"{name}.pt", weights_only=True)
+    assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
+    assert not (repo / "models" / f"{name}.resume.pt").exists()
+
 def _model_files(repo: Path) -> dict[str, bytes]:
     return {name: (repo / "models" / f"{name}.pt").read_bytes() for name in RUNS}
 

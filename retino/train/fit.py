@@ -17,6 +17,7 @@ from torch import nn
 
 from retino.grading import REFERABLE_GRADE, operating_points, referable_score, tune_cuts
 from retino.progress import console
+from retino.train import distributed
 from retino.train.device import memory_format
 from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
 from retino.train.loop import Score, make_criterion, predict_logits, score, train_one_epoch
@@ -85,13 +86,15 @@ def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSetting
     """Train ``run`` for the global (0-based) epoch numbers in ``epochs``."""
     for epoch in epochs:
         set_epoch(run.fit, epoch)
-        flips = epoch_generator(settings.seed, epoch, 1)
+        flips = epoch_generator(distributed.rank_seed(settings.seed), epoch, 1)
         run.module.train()
         loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
                                     lambda batch: run.prepare_fit(batch, flips),
-                                    f"{phase} {epoch + 1}")
-        recorder.record(phase, loss, acc, test=score(run.module, run.scoring["test"], run.prepare),
-                        validation=score(run.module, run.scoring["validation"], run.prepare))
+                                    f"{phase} {epoch + 1}", sharded=run.sharded)
+        recorder.record(phase, loss, acc,
+                        test=score(run.scorer, run.scoring["test"], run.prepare, run.sharded),
+                        validation=score(run.scorer, run.scoring["validation"], run.prepare,
+                                         run.sharded))
         on_epoch(recorder.result, run.optimizer)
 
 

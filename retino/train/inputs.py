@@ -28,6 +28,7 @@ from retino.data.layout import read_split
 from retino.data.splits import patient_holdout
 from retino.data.stats import DataStats, load_stats  # noqa: F401  (the stats file is an input)
 from retino.errors import DataError
+from retino.train import distributed
 from retino.train.device import memory_format
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a loader batch -> model input
@@ -211,8 +212,9 @@ class EpochBatches(Sampler[list[int]]):
     because BatchNorm in train mode cannot normalise one value per channel.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int):
+    def __init__(self, size: int, batch_size: int, seed: int, sharded: bool = False):
         self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
+        self.sharded = sharded
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -224,22 +226,48 @@ class EpochBatches(Sampler[list[int]]):
         if len(batches) > 1 and len(batches[-1]) == 1:
             single = batches.pop()
             batches[-1] = batches[-1] + single
+        if self.sharded:  # each process of a multi-device run: its share of every batch
+            batches = [distributed.shard(batch) for batch in batches]
         return iter(batches)
 
     def __len__(self) -> int:
         full, rest = divmod(self.size, self.batch_size)
         return full + (rest > 1 or (rest == 1 and full == 0))
 
+    def images(self) -> int:
+        """How many images one epoch hands this process."""
+        sizes = [self.batch_size] * (self.size // self.batch_size)
+        rest = self.size % self.batch_size
+        if rest == 1 and sizes:
+            sizes[-1] += 1
+        elif rest:
+            sizes.append(rest)
+        if not self.sharded:
+            return self.size
+        return sum(len(distributed.shard(range(size))) for size in sizes)
+
+
+def loader_images(loader: DataLoader) -> int:
+    """How many images one pass over ``loader`` hands this process."""
+    if isinstance(loader.batch_sampler, EpochBatches):
+        return loader.batch_sampler.images()
+    return len(loader.sampler)
+
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int,
-                device: torch.device, seed: int = 0) -> DataLoader:
+                device: torch.device, seed: int = 0, shard: bool = False) -> DataLoader:
     """A DataLoader in CSV order, or (``shuffle``) in the order ``EpochBatches`` draws
-    from ``seed`` and the epoch that ``set_epoch`` sets.
+    from ``seed`` and the epoch that ``set_epoch`` sets. With ``shard``, in a
+    multi-device run, this process loads only its share (``retino.train.distributed``).
 
     Image arrays deliver whole batches themselves (one read per batch, no stacking)."""
     collate = ImageArray.collate if isinstance(dataset, ImageArray) else None
-    batching = (dict(batch_sampler=EpochBatches(len(dataset), batch_size, seed)) if shuffle
-                else dict(batch_size=batch_size))
+    sharded = shard and distributed.active()
+    if shuffle:
+        batching = dict(batch_sampler=EpochBatches(len(dataset), batch_size, seed, sharded))
+    else:
+        order = distributed.shard(range(len(dataset))) if sharded else None
+        batching = dict(batch_size=batch_size, sampler=order)
     return DataLoader(dataset, **batching, num_workers=num_workers, collate_fn=collate,
                       pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
 

@@ -18,7 +18,8 @@ from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
                             quadratic_weighted_kappa)
 from retino.progress import epoch_bar
 from retino.train.device import autocast
-from retino.train.inputs import Prepare, to_device
+from retino.train.distributed import gather_shards, sum_over_ranks
+from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
 from retino.train.recipe import TrainSettings
 
@@ -76,10 +77,11 @@ def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, prepare: Prepare,
-                    description: str) -> tuple[float, float]:
-    """One pass over ``loader``; returns (mean loss, running accuracy in %)."""
+                    description: str, sharded: bool = False) -> tuple[float, float]:
+    """One pass over ``loader``; returns (mean loss, running accuracy in %), over every
+    process's share when ``sharded``."""
     device = next(model.parameters()).device
-    with epoch_bar(description, len(loader.dataset)) as bar:
+    with epoch_bar(description, loader_images(loader)) as bar:
         for inputs, labels in loader:
             inputs = prepare(inputs)
             labels = labels.to(device, non_blocking=True)
@@ -91,7 +93,10 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             optimizer.step()
             correct = int((batch_grades(logits.float()) == labels).sum())
             bar.update(len(labels), loss.item() * len(labels), correct)
-    return bar.loss_sum / bar.images, 100.0 * bar.correct / bar.images
+    loss_sum, correct, images = bar.loss_sum, bar.correct, bar.images
+    if sharded:
+        loss_sum, correct, images = sum_over_ranks([loss_sum, correct, images])
+    return loss_sum / images, 100.0 * correct / images
 
 
 @torch.no_grad()
@@ -107,20 +112,29 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
     return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
 
 
-def score(model: nn.Module, loader: DataLoader, prepare: Prepare) -> Score:
-    """Accuracy and quadratic weighted kappa of ``model`` on ``loader``."""
+def score(model: nn.Module, loader: DataLoader, prepare: Prepare, sharded: bool = False
+          ) -> Score:
+    """Accuracy and quadratic weighted kappa of ``model`` on ``loader`` (with
+    ``sharded``, on every process's share gathered: all see the same score)."""
     device = next(model.parameters()).device
     actual, logits = predict_logits(model, loader, device, prepare)
+    if sharded:
+        actual, logits = gather_shards(actual), gather_shards(logits)
     predicted = predicted_grades(logits)  # regression: halfway cuts while training
     return Score(accuracy_percent(actual, predicted), quadratic_weighted_kappa(actual, predicted))
 
 
 @torch.no_grad()
-def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare) -> TensorDataset:
-    """Stored backbone features of every image (eval mode, no augmentation, float32)."""
+def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare,
+                     sharded: bool = False) -> TensorDataset:
+    """Stored backbone features of every image (eval mode, no augmentation, float32);
+    with ``sharded``, every process's share gathered, so each holds all of them."""
     model.eval()
     features, labels = [], []
     for inputs, batch_labels in loader:
         features.append(backbone_features(model, prepare(inputs)).cpu())
         labels.append(batch_labels)
-    return TensorDataset(torch.cat(features), torch.cat(labels))
+    features, labels = torch.cat(features).numpy(), torch.cat(labels).numpy()
+    if sharded:
+        features, labels = gather_shards(features), gather_shards(labels)
+    return TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))

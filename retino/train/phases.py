@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.progress import console
+from retino.train import distributed
 from retino.train.inputs import Prepare, ToModel, TrainData, make_loader, to_device
 from retino.train.loop import extract_features, make_optimizer
 from retino.train.models import set_backbone_trainable
@@ -27,9 +28,11 @@ SCORING_BATCH = 64
 class PhaseRun:
     """What one phase trains, on which batches, and how a batch reaches the model."""
 
-    module: nn.Module  # the whole model, or only model.fc on stored features
+    module: nn.Module  # trained: the whole model (DDP-wrapped on several devices) or fc
+    scorer: nn.Module  # scored: the same, unwrapped
     fit: DataLoader
     scoring: dict[str, DataLoader]  # "validation" and "test"
+    sharded: bool  # the scoring loaders hold this process's share only
     prepare: Prepare  # scoring batches
     prepare_fit: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # with flips
     optimizer: torch.optim.Optimizer
@@ -42,15 +45,16 @@ def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSet
     to_model = ToModel(data.mean, data.std, device)
     console.print("computing stored features of the frozen backbone ...")
     stored = {name: extract_features(model, make_loader(getattr(data, name), SCORING_BATCH,
-                                                        False, settings.num_workers, device),
-                                     to_model)
+                                                        False, settings.num_workers, device,
+                                                        shard=True), to_model, sharded=True)
               for name in ("fit", "validation", "test")}
     move = to_device(device)
+    # every process holds all features and trains fc on them identically: one recipe
     return PhaseRun(
-        module=model.fc,
+        module=model.fc, scorer=model.fc,
         fit=make_loader(stored["fit"], settings.batch_size, True, 0, device, settings.seed),
         scoring={name: make_loader(stored[name], 1024, False, 0, device)
-                 for name in ("validation", "test")},
+                 for name in ("validation", "test")}, sharded=False,
         prepare=move, prepare_fit=lambda batch, flips: move(batch),
         optimizer=make_optimizer(model.fc.parameters(), settings))
 
@@ -61,12 +65,12 @@ def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
     set_backbone_trainable(model, True)
     to_model = ToModel(data.mean, data.std, device)
     return PhaseRun(
-        module=model,
+        module=distributed.wrap(model, device), scorer=model,
         fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device,
-                        settings.seed),
+                        settings.seed, shard=True),
         scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
-                                   False, settings.num_workers, device)
-                 for name in ("validation", "test")},
+                                   False, settings.num_workers, device, shard=True)
+                 for name in ("validation", "test")}, sharded=distributed.active(),
         prepare=to_model, prepare_fit=to_model,
         optimizer=make_optimizer(model.parameters(), settings))
 
