@@ -16,15 +16,19 @@ from retino.params import ARCHS, INITS
 from retino.progress import console
 
 
-def stage_parser(description: str, per_run: bool = False) -> argparse.ArgumentParser:
+def stage_parser(description: str, per_run: bool = False,
+                 paths: dict[str, str] | None = None) -> argparse.ArgumentParser:
     """A stage's argument parser; ``per_run`` adds ``--arch``, ``--init`` and ``--data``
-    (the downscaled set), which the train and evaluate stages of each run take."""
+    (the downscaled set), which the train and evaluate stages of each run take;
+    ``paths`` adds a required path option per entry (``{"--out": "what it is"}``)."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     if per_run:
         parser.add_argument("--arch", required=True, help=f"one of: {', '.join(ARCHS)}")
         parser.add_argument("--init", required=True, help=f"one of: {', '.join(INITS)}")
         parser.add_argument("--data", type=Path, required=True, help="downscaled set")
+    for option, meaning in (paths or {}).items():
+        parser.add_argument(option, type=Path, required=True, help=meaning)
     return parser
 
 

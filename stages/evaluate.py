@@ -13,7 +13,6 @@ compute.loader_workers.
 """
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -31,13 +30,11 @@ from retino.stage import run_stage, stage_parser
 
 
 def parse_args() -> argparse.Namespace:
-    parser = stage_parser(__doc__, per_run=True)
-    parser.add_argument("--model", type=Path, required=True, help="the train stage's .pt")
-    parser.add_argument("--metrics-out", type=Path, required=True)
-    parser.add_argument("--predictions-out", type=Path, required=True)
-    parser.add_argument("--figure-out", type=Path, required=True, help="confusion heatmap")
-    parser.add_argument("--gallery-out", type=Path, required=True, help="Grad-CAM gallery")
-    return parser.parse_args()
+    return stage_parser(__doc__, per_run=True, paths={
+        "--model": "the train stage's .pt", "--metrics-out": "metrics JSON to write",
+        "--predictions-out": "per-image rows to write",
+        "--figure-out": "confusion heatmap to write", "--gallery-out": "Grad-CAM gallery to write",
+    }).parse_args()
 
 
 def main() -> None:

@@ -32,11 +32,10 @@ from retino.train.resume import (ResumeFile, RunIdentity, code_digests, data_dig
 
 
 def parse_args() -> argparse.Namespace:
-    parser = stage_parser(__doc__, per_run=True)
-    parser.add_argument("--stats", type=Path, required=True, help="compute-stats JSON")
-    parser.add_argument("--model-out", type=Path, required=True)
-    parser.add_argument("--history-out", type=Path, required=True)
-    return parser.parse_args()
+    return stage_parser(__doc__, per_run=True, paths={
+        "--stats": "compute-stats JSON", "--model-out": "model file to write",
+        "--history-out": "per-epoch history CSV to write",
+    }).parse_args()
 
 
 def run_identity(args: argparse.Namespace, recorded: dict, device: torch.device,

@@ -115,19 +115,23 @@ def test_summary_reprints_the_table_without_rerunning(repo):
     assert "majority baseline" in output and "QWK" in output
 
 
-def test_resnet50_param_marks_only_resnet50_training(repo):
+def changed_stages_after(repo: Path, key: str, value: str) -> set[str]:
+    """The stages `dvc status` calls changed once ``key`` is set to ``value`` (the
+    params file is restored afterwards)."""
     params_file = repo / "params.yaml"
     original = params_file.read_text()
-    params = yaml.safe_load(original)
-    params["train"]["resnet50"]["lr"] = 0.005
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    params_file.write_text(_set_raw(original, key, value))
     try:
         status = run(repo, "dvc", "status")
     finally:
         params_file.write_text(original)
-    changed = {line.rstrip(":").strip() for line in status.splitlines()
-               if line and not line.startswith("\t") and line.rstrip().endswith(":")}
-    assert changed == {"check-params", "train@resnet50-pretrained", "train@resnet50-scratch"}
+    return {line.rstrip(":").strip() for line in status.splitlines()
+            if line and not line.startswith("\t") and line.rstrip().endswith(":")}
+
+
+def test_resnet50_param_marks_only_resnet50_training(repo):
+    assert changed_stages_after(repo, "train.resnet50.lr", "0.005") == {
+        "check-params", "train@resnet50-pretrained", "train@resnet50-scratch"}
 
 
 def test_weighted_loss_experiment_reruns_training_not_data(repo):
@@ -325,17 +329,8 @@ def test_stages_and_dvc_read_tricky_params_values_alike(repo):
     ("data.preprocess", "graham", {"downscale-images"}),
 ])
 def test_each_recipe_param_reruns_only_the_stages_that_read_it(repo, key, value, stages):
-    params_file = repo / "params.yaml"
-    original = params_file.read_text()
     run(repo, "dvc", "repro")  # up to date first
-    params_file.write_text(_set_raw(original, key, value))
-    try:
-        status = run(repo, "dvc", "status")
-    finally:
-        params_file.write_text(original)
-    changed = {line.rstrip(":").strip() for line in status.splitlines()
-               if line and not line.startswith("\t") and line.rstrip().endswith(":")}
-    assert changed == {"check-params", *stages}
+    assert changed_stages_after(repo, key, value) == {"check-params", *stages}
 
 
 def test_the_fields_recipe_runs_end_to_end_through_dvc(repo, tmp_path):
@@ -359,6 +354,13 @@ def test_the_fields_recipe_runs_end_to_end_through_dvc(repo, tmp_path):
     assert header[:3] == ["file", "grade", "score"] and "p_grade_0" not in header
 
 
+def commit_and_push(clone: Path, message: str) -> None:
+    """What a user does after a run: commit the small files, push the large ones."""
+    run(clone, "git", "add", "-A")
+    run(clone, "git", "commit", "-qm", message)
+    run(clone, "dvc", "push")
+
+
 def _branch(repo: Path) -> str:
     return run(repo, "git", "rev-parse", "--abbrev-ref", "HEAD").strip()
 
@@ -370,9 +372,7 @@ def test_results_travel_between_a_laptop_and_a_gpu_box_through_a_dvc_remote(repo
     laptop, box = repo, tmp_path / "box"
     run(laptop, "dvc", "repro")
     run(laptop, "dvc", "remote", "add", "-d", "store", str(tmp_path / "store"))
-    run(laptop, "git", "add", "-A")
-    run(laptop, "git", "commit", "-qm", "results and remote")
-    run(laptop, "dvc", "push")
+    commit_and_push(laptop, "results and remote")
     run(tmp_path, "git", "clone", "-q", str(laptop), str(box))
     run(box, "dvc", "pull")
     assert "up to date" in run(box, "dvc", "status")
@@ -383,9 +383,7 @@ def test_results_travel_between_a_laptop_and_a_gpu_box_through_a_dvc_remote(repo
     assert ran_stages(output) == {"check-params", "train@resnet50-pretrained",
                                   "train@resnet50-scratch", "evaluate@resnet50-pretrained",
                                   "evaluate@resnet50-scratch", "compare"}
-    run(box, "git", "add", "-A")
-    run(box, "git", "commit", "-qm", "box: resnet50 lr 0.002")
-    run(box, "dvc", "push")
+    commit_and_push(box, "box: resnet50 lr 0.002")
     run(laptop, "git", "pull", "-q", str(box), _branch(box))
     run(laptop, "dvc", "pull")
     assert "up to date" in run(laptop, "dvc", "status")

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from retino.grading import at_threshold, operating_points, referable_probability
-from retino.report import evaluation
 from retino.report.card import model_card
 from retino.report.comparison import ModelResult, leakage_warning, summary_rows
 from retino.report.evaluation import headline_metrics, patient_bootstrap, patient_resamples
