@@ -49,6 +49,21 @@ def run_identity(args: argparse.Namespace, recorded: dict, device: torch.device,
         data=data_digest([args.stats, *sorted(args.data.iterdir())]))
 
 
+def this_process_device(params, arch: str) -> torch.device:
+    """The device this process trains on; with train.gpus > 1 and no process group yet,
+    the stage starts again under torchrun instead and exits with its status."""
+    device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
+    processes = distributed.requested_processes(params.train.gpus, device)
+    if processes > 1 and not distributed.active():  # one process per device, under torchrun
+        sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
+    distributed.check_batch_size(f"train.{arch}.batch_size",
+                                 getattr(params.train, arch).batch_size)
+    device = distributed.start(device)
+    console.quiet = not distributed.is_main()  # process 0 alone prints and writes
+    configure_backends(device)
+    return device
+
+
 def main() -> None:
     args = parse_args()
     arch, init = check_arch(args.arch), check_init(args.init)
@@ -57,14 +72,7 @@ def main() -> None:
     pretrained = init == "pretrained"
     if pretrained:
         weights_enum(arch, arch_params.imagenet_weights)  # an unknown name stops here
-    device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
-    processes = distributed.requested_processes(train.gpus, device)
-    if processes > 1 and not distributed.active():  # one process per device, under torchrun
-        sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
-    distributed.check_batch_size(f"train.{arch}.batch_size", arch_params.batch_size)
-    device = distributed.start(device)
-    console.quiet = not distributed.is_main()  # process 0 alone prints and writes
-    configure_backends(device)
+    device = this_process_device(params, arch)
     stats = load_stats(args.stats)
     torch.manual_seed(train.run_seed)
     model = build_model(arch, pretrained, HEAD_OUTPUTS[train.head],
@@ -98,8 +106,7 @@ def main() -> None:
     save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
                     num_class=NUM_CLASS, head=train.head, outputs=HEAD_OUTPUTS[train.head],
                     epoch=result.best_epoch, phase=best.phase, image_size=stats.image_size,
-                    preprocess=stats.preprocess,
-                    mean=list(stats.mean), std=list(stats.std),
+                    preprocess=stats.preprocess, mean=list(stats.mean), std=list(stats.std),
                     weighted_loss=train.weighted_loss, params=recorded, **decisions)
     write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
         index=False, float_format="%.4f"))
