@@ -5,8 +5,10 @@ one `dvc exp run` of that model's train and evaluate stages.
     python bench/ablation.py          # in a checkout whose default run is built
 
 Writes bench/ablation.json and prints the table (QWK, accuracy, balanced accuracy and
-referable AUC with their 95 % intervals, patients resampled). Experiments are named
-``ablation-1`` ... and stay listed in ``dvc exp show``; the workspace ends as it was.
+referable AUC with their 95 % intervals, patients resampled). The experiments
+(``ablation-1`` ...) are removed at the end, since they stop before compare and their
+`dvc exp show` rows would repeat the baseline's metrics/compare.json; the workspace
+ends as it was.
 Only ResNet-18 scratch is run: an experiment of all four models costs four times as
 long, and the pretrained ones need real ImageNet weights to mean anything.
 """
@@ -66,8 +68,9 @@ def main() -> None:
         dvc("exp", "run", "--name", f"ablation-{index}", *options, f"evaluate@{RUN}")
         report = json.loads((ROOT / "metrics" / f"{RUN}.json").read_text())
         rows.append({"step": step, "settings": list(settings), **headline(report)})
-    git("checkout", "--", ".")  # the experiments stay in `dvc exp show`
+    git("checkout", "--", ".")
     dvc("checkout")
+    dvc("exp", "remove", *(f"ablation-{index}" for index in range(1, len(STEPS) + 1)))
     (ROOT / "bench" / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
     print_table(f"{RUN}, test split, [95 % interval]", COLUMNS,
                 [[row["step"], with_interval(row, "qwk", 3), with_interval(row, "acc", 1),

@@ -19,7 +19,12 @@ class WeightsUnavailable(RuntimeError):
     """ImageNet weights were asked for but cannot be found, downloaded or used."""
 
 
-USER_ERRORS = (ParamsError, DataError, WeightsUnavailable, FileNotFoundError)
+class TrainingDiverged(RuntimeError):
+    """The training loss stopped being a number: the weights are lost, nothing is saved."""
+
+
+USER_ERRORS = (ParamsError, DataError, WeightsUnavailable, TrainingDiverged,
+               FileNotFoundError)
 
 
 def brief(error: BaseException) -> str:

@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("synthetic", "lab", "kaggle")
 ON_BAD_INPUT = ("stop", "skip")
 HEADS = ("classification", "regression")
-REGRESSION_LOSSES = ("mse", "smooth_l1")
+REGRESSION_LOSSES = ("smooth_l1", "mse")
 PREPROCESSING = ("none", "graham")
 TTA = ("none", "flips")
 # The ImageNet weights torchvision has for each architecture (a test keeps this equal
@@ -73,7 +73,7 @@ class ArchParams:
 @dataclass(frozen=True)
 class TrainParams:
     head: str  # classification (5 logits, the lab's) | regression (one score, cut-points)
-    regression_loss: str  # mse | smooth_l1 (regression head only)
+    regression_loss: str  # smooth_l1 | mse (regression head only)
     epochs_feature_extraction: int
     epochs_fine_tuning: int
     weighted_loss: bool

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 from torch import nn
 
 from retino.data.photos import downscale_pixels, graham
-from retino.errors import DataError
+from retino.errors import DataError, TrainingDiverged
 from retino.grading import (DEFAULT_CUTS, predicted_grades, quadratic_weighted_kappa,
                             referable_score, tune_cuts)
 from retino.report import evaluation
@@ -161,3 +161,24 @@ def test_flip_tta_of_a_flip_invariant_model_equals_the_plain_output(tiny_dataset
 def _softmax(outputs: np.ndarray) -> np.ndarray:
     shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def test_a_diverging_run_stops_with_the_learning_rate_to_lower(tiny_dataset):
+    data = load_train_data(tiny_dataset, MEAN, STD, validation_fraction=0.3, seed=0)
+    torch.manual_seed(0)
+    settings = TrainSettings(init="scratch", epochs_feature_extraction=1, epochs_fine_tuning=2,
+                             batch_size=8, lr=1e6, momentum=0.9, weight_decay=0,
+                             class_weights=None, seed=0, head="regression",
+                             regression_loss="mse", lr_key="train.resnet18.lr")
+    with pytest.raises(TrainingDiverged, match=r"train\.resnet18\.lr \(now 1e\+06\) or "
+                                               r"train\.regression_loss: smooth_l1"):
+        fit_module.fit(build_model("resnet18", False, outputs=1), data, settings, CPU)
+
+
+def test_a_finite_loss_goes_on():
+    settings = TrainSettings(init="scratch", epochs_feature_extraction=1, epochs_fine_tuning=1,
+                             batch_size=8, lr=0.1, momentum=0.9, weight_decay=0,
+                             class_weights=None, seed=0)
+    fit_module.stop_if_diverged(1e30, 0, "scratch", settings)
+    with pytest.raises(TrainingDiverged, match="became inf in epoch 3 "):
+        fit_module.stop_if_diverged(float("inf"), 2, "scratch", settings)

@@ -8,6 +8,7 @@ kappa, never chosen on test.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from retino.errors import TrainingDiverged
 from retino.grading import REFERABLE_GRADE, operating_points, referable_score, tune_cuts
 from retino.progress import console
 from retino.train import distributed
@@ -91,11 +93,25 @@ def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSetting
         loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
                                     lambda batch: run.prepare_fit(batch, flips),
                                     f"{phase} {epoch + 1}", sharded=run.sharded)
+        stop_if_diverged(loss, epoch, phase, settings)
         recorder.record(phase, loss, acc,
                         test=score(run.scorer, run.scoring["test"], run.prepare, run.sharded),
                         validation=score(run.scorer, run.scoring["validation"], run.prepare,
                                          run.sharded))
         on_epoch(recorder.result, run.optimizer)
+
+
+def stop_if_diverged(loss: float, epoch: int, phase: str, settings: TrainSettings) -> None:
+    """A loss that is not a number means weights that are not numbers: every later epoch
+    and every output would be NaN, so the run stops here (its resume state keeps the
+    last good epoch, which a changed learning rate makes stale)."""
+    if math.isfinite(loss):
+        return
+    hint = (" or train.regression_loss: smooth_l1, whose gradient stays bounded"
+            if settings.head == "regression" and settings.regression_loss == "mse" else "")
+    raise TrainingDiverged(
+        f"the training loss became {loss} in epoch {epoch + 1} ({phase}): the run "
+        f"diverged. Lower {settings.lr_key} (now {settings.lr:g}){hint}, then rerun.")
 
 
 def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torch.device,

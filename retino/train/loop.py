@@ -51,7 +51,7 @@ class GradeRegressionLoss(nn.Module):
 
 
 def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
-                   head: str = "classification", regression_loss: str = "mse") -> nn.Module:
+                   head: str = "classification", regression_loss: str = "smooth_l1") -> nn.Module:
     """The loss of ``head``: cross-entropy for classification, ``regression_loss`` on the
     grade for regression; weighted by grade when ``class_weights`` are given."""
     weight = None if class_weights is None else torch.tensor(

@@ -36,7 +36,8 @@ class TrainSettings:
     seed: int  # train.run_seed: initial weights, batch order, flips
     num_workers: int = 0
     head: str = "classification"  # | regression
-    regression_loss: str = "mse"  # | smooth_l1, regression head only
+    regression_loss: str = "smooth_l1"  # | mse, regression head only
+    lr_key: str = "lr"  # the params.yaml key of ``lr``, for messages
 
     def schedule(self) -> list[tuple[str, int]]:
         """(phase, epochs) in order: two phases from ImageNet, one from scratch."""
@@ -57,4 +58,4 @@ def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
         lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
         class_weights=class_weights if train.weighted_loss else None,
         seed=train.run_seed, num_workers=num_workers, head=train.head,
-        regression_loss=train.regression_loss)
+        regression_loss=train.regression_loss, lr_key=f"train.{arch}.lr")
