@@ -14,6 +14,7 @@ compute.loader_workers.
 
 import argparse
 
+import numpy as np
 import torch
 
 from retino.atomic import write_json
@@ -48,6 +49,11 @@ def main() -> None:
                               params.evaluate.batch_size, params.compute.loader_workers,
                               params.evaluate.tta)
     checkpoint, names = test.checkpoint, test.images.names
+    broken = int((~np.isfinite(test.logits).all(axis=1)).sum())
+    if broken:
+        console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
+                      f"{broken} of {len(names)} test images: its figures are those of a "
+                      "broken model (see its train stage's warning)")
     cuts = checkpoint.get("cuts")
     predicted = predicted_grades(test.logits, cuts)
     report = {**evaluation_report(test.actual, test.logits, cuts),

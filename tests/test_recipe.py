@@ -182,3 +182,20 @@ def test_a_finite_loss_goes_on():
     fit_module.stop_if_diverged(1e30, 0, "scratch", settings)
     with pytest.raises(TrainingDiverged, match="became inf in epoch 3 "):
         fit_module.stop_if_diverged(float("inf"), 2, "scratch", settings)
+
+
+def test_weights_with_nan_outputs_get_no_cut_points_or_operating_points(tiny_dataset, capsys):
+    data = load_train_data(tiny_dataset, MEAN, STD, validation_fraction=0.3, seed=0)
+    model = build_model("resnet18", False, outputs=1)
+    with torch.no_grad():
+        model.fc.bias.fill_(float("nan"))
+    settings = TrainSettings(init="scratch", epochs_feature_extraction=1, epochs_fine_tuning=1,
+                             batch_size=8, lr=0.01, momentum=0.9, weight_decay=0,
+                             class_weights=None, seed=0, head="regression")
+    decisions = validation_decisions(model, data, settings, CPU)
+    assert decisions["cuts"] is None and decisions["operating_points"] == {}
+    assert "NaN or infinite outputs on" in capsys.readouterr().err
+    names = decisions["validation"]["names"]
+    with pytest.raises(DataError, match="evaluate.pair_eyes: the model's validation outputs"):
+        fit_pair_model(names, np.asarray(decisions["validation"]["grades"]),
+                       decisions["validation"]["outputs"].numpy())

@@ -64,6 +64,12 @@ class PairModel:
 def fit_pair_model(names: list[str], grades: np.ndarray, outputs: np.ndarray) -> PairModel:
     """Fit the two-eye model on validation outputs (never on test)."""
     own = eye_scores(outputs)
+    if not np.isfinite(own).all():
+        raise DataError(
+            f"evaluate.pair_eyes: the model's validation outputs are NaN or infinite on "
+            f"{int((~np.isfinite(own)).sum())} of {len(own)} images (its train stage "
+            "warned): the two-eye model cannot be fitted. Retrain it (longer, or a lower "
+            "lr) or set evaluate.pair_eyes: false.")
     features = np.stack([own, own[partners(names)], np.ones_like(own)], axis=1)
     coefficients, *_ = np.linalg.lstsq(features, np.asarray(grades, dtype=np.float64),
                                        rcond=None)

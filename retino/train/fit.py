@@ -153,9 +153,24 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
     loader = make_loader(data.validation, max(settings.batch_size, SCORING_BATCH), False,
                          settings.num_workers, device)
     actual, outputs = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
+    validation = {"names": list(data.validation.names), "grades": actual.tolist(),
+                  "outputs": torch.from_numpy(outputs)}
+    if not np.isfinite(outputs).all():
+        warn_broken_outputs(outputs)
+        return {"cuts": None, "operating_points": {}, "validation": validation}
     cuts = tune_cuts(actual, outputs[:, 0]) if settings.head == "regression" else None
     points = operating_points(actual >= REFERABLE_GRADE, referable_score(outputs))
     return {"cuts": list(cuts) if cuts else None,
             "operating_points": {name: point._asdict() for name, point in points.items()},
-            "validation": {"names": list(data.validation.names), "grades": actual.tolist(),
-                           "outputs": torch.from_numpy(outputs)}}
+            "validation": validation}
+
+
+def warn_broken_outputs(outputs: np.ndarray) -> None:
+    """Weights whose eval-mode outputs are not numbers (BatchNorm's running statistics far
+    from the batches', typically in a short from-scratch run) get no cut-points and no
+    operating points; the stage says so, and evaluate's figures show a broken model."""
+    broken = int((~np.isfinite(outputs).all(axis=1)).sum())
+    console.print(f"[bold red]warning:[/] the chosen weights give NaN or infinite outputs on "
+                  f"{broken} of {len(outputs)} validation images in eval mode: this model is "
+                  "not usable (train longer or lower the lr); no cut-points or operating "
+                  "points were chosen")
