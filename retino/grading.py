@@ -192,6 +192,11 @@ def predicted_grades(outputs: np.ndarray, cuts: tuple[float, ...] | None = None)
     return outputs.argmax(axis=1)
 
 
+def broken_rows(outputs: np.ndarray) -> int:
+    """How many images' outputs hold a NaN or an infinity (a model broken in eval mode)."""
+    return int((~np.isfinite(outputs).all(axis=1)).sum())
+
+
 def referable_score(outputs: np.ndarray) -> np.ndarray:
     """What ranks images by how referable they look: P(grade >= 2), or the regression
     score itself."""

@@ -14,13 +14,12 @@ compute.loader_workers.
 
 import argparse
 
-import numpy as np
 import torch
 
 from retino.atomic import write_json
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.grading import predicted_grades
+from retino.grading import broken_rows, predicted_grades
 from retino.report.evaluation import (at_operating_points, evaluation_report,
                                       patient_bootstrap, patient_leakage_percent,
                                       predict_test_split, prediction_rows)
@@ -49,7 +48,7 @@ def main() -> None:
                               params.evaluate.batch_size, params.compute.loader_workers,
                               params.evaluate.tta)
     checkpoint, names = test.checkpoint, test.images.names
-    broken = int((~np.isfinite(test.logits).all(axis=1)).sum())
+    broken = broken_rows(test.logits)
     if broken:
         console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
                       f"{broken} of {len(names)} test images: its figures are those of a "

@@ -20,7 +20,8 @@ import numpy as np
 
 from retino.data.splits import patient_of
 from retino.errors import DataError
-from retino.grading import NUM_CLASS, predicted_grades, referable_score, tune_cuts
+from retino.grading import (NUM_CLASS, broken_rows, predicted_grades, referable_score,
+                            tune_cuts)
 from retino.report.evaluation import headline_metrics, patient_bootstrap
 
 
@@ -63,13 +64,14 @@ class PairModel:
 
 def fit_pair_model(names: list[str], grades: np.ndarray, outputs: np.ndarray) -> PairModel:
     """Fit the two-eye model on validation outputs (never on test)."""
-    own = eye_scores(outputs)
-    if not np.isfinite(own).all():
+    broken = broken_rows(outputs)
+    if broken:
         raise DataError(
             f"evaluate.pair_eyes: the model's validation outputs are NaN or infinite on "
-            f"{int((~np.isfinite(own)).sum())} of {len(own)} images (its train stage "
+            f"{broken} of {len(outputs)} images (its train stage "
             "warned): the two-eye model cannot be fitted. Retrain it (longer, or a lower "
             "lr) or set evaluate.pair_eyes: false.")
+    own = eye_scores(outputs)
     features = np.stack([own, own[partners(names)], np.ones_like(own)], axis=1)
     coefficients, *_ = np.linalg.lstsq(features, np.asarray(grades, dtype=np.float64),
                                        rcond=None)

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from retino.errors import TrainingDiverged
-from retino.grading import REFERABLE_GRADE, operating_points, referable_score, tune_cuts
+from retino.grading import (REFERABLE_GRADE, broken_rows, operating_points,
+                            referable_score, tune_cuts)
 from retino.progress import console
 from retino.train import distributed
 from retino.train.device import memory_format
@@ -155,8 +156,9 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
     actual, outputs = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
     validation = {"names": list(data.validation.names), "grades": actual.tolist(),
                   "outputs": torch.from_numpy(outputs)}
-    if not np.isfinite(outputs).all():
-        warn_broken_outputs(outputs)
+    broken = broken_rows(outputs)
+    if broken:
+        warn_broken_outputs(broken, len(outputs))
         return {"cuts": None, "operating_points": {}, "validation": validation}
     cuts = tune_cuts(actual, outputs[:, 0]) if settings.head == "regression" else None
     points = operating_points(actual >= REFERABLE_GRADE, referable_score(outputs))
@@ -165,12 +167,11 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
             "validation": validation}
 
 
-def warn_broken_outputs(outputs: np.ndarray) -> None:
+def warn_broken_outputs(broken: int, images: int) -> None:
     """Weights whose eval-mode outputs are not numbers (BatchNorm's running statistics far
     from the batches', typically in a short from-scratch run) get no cut-points and no
     operating points; the stage says so, and evaluate's figures show a broken model."""
-    broken = int((~np.isfinite(outputs).all(axis=1)).sum())
     console.print(f"[bold red]warning:[/] the chosen weights give NaN or infinite outputs on "
-                  f"{broken} of {len(outputs)} validation images in eval mode: this model is "
+                  f"{broken} of {images} validation images in eval mode: this model is "
                   "not usable (train longer or lower the lr); no cut-points or operating "
                   "points were chosen")
