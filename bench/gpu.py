@@ -15,8 +15,11 @@ bf16 autocast and channels_last on CUDA, ``fit`` with its float32 scoring):
   the device, scoring of validation and test after each epoch): the rate a train
   stage sees;
 
-with the peak GPU memory of each, and the minutes of one 512 px epoch over the lab's
-28,100 train images derived from the ``fit`` rate. Writes one JSON (``--out``).
+with the peak GPU memory of each. At the lab's size it also times ``fit`` at the
+``retino preset lab`` batch (4) with its DataLoader workers (8), the rate the lab's
+run trains at, and derives the minutes of one 512 px epoch over the lab's 28,100 train
+images from both rates. Writes one JSON (``--out``), rewritten after every run so an
+interrupted check keeps what it measured.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from retino.data.arrays import ArrayWriter  # noqa: E402
+from retino.presets import PRESETS  # noqa: E402
 from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.train.fit import fit  # noqa: E402
 from retino.train.inputs import ImageArray, ToModel, TrainData, epoch_generator  # noqa: E402
@@ -46,6 +50,7 @@ from retino.train.recipe import TrainSettings  # noqa: E402
 LAB_TRAIN_IMAGES = 28_100
 MEAN, STD = (0.45, 0.25, 0.15), (0.28, 0.17, 0.10)  # any fixed values: speed only
 BATCH = {224: 256, 512: 64}  # per size; other sizes use 16
+LAB = PRESETS["lab"]
 
 
 def image_array(folder: Path, name: str, count: int, size: int, seed: int) -> ImageArray:
@@ -100,16 +105,18 @@ def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.
 
 
 def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
-             device: torch.device, folder: Path) -> dict:
+             device: torch.device, folder: Path, num_workers: int = 0) -> dict:
     """Images/s of whole scratch epochs through ``fit``, scoring included: a warm-up
     ``fit`` of one epoch, then one of ``epochs`` epochs, timed."""
-    data = TrainData(fit=image_array(folder, f"{arch}{size}fit", images, size, 1),
-                     validation=image_array(folder, f"{arch}{size}val", images // 4, size, 2),
-                     test=image_array(folder, f"{arch}{size}test", images // 4, size, 3),
+    name = f"{arch}{size}b{batch}"
+    data = TrainData(fit=image_array(folder, f"{name}fit", images, size, 1),
+                     validation=image_array(folder, f"{name}val", images // 4, size, 2),
+                     test=image_array(folder, f"{name}test", images // 4, size, 3),
                      mean=MEAN, std=STD)
     settings = TrainSettings(init="scratch", epochs_feature_extraction=epochs,
                              epochs_fine_tuning=0, batch_size=batch, lr=1e-3, momentum=0.9,
-                             weight_decay=5e-4, class_weights=None, seed=0)
+                             weight_decay=5e-4, class_weights=None, seed=0,
+                             num_workers=num_workers)
     warm_up = dataclasses.replace(settings, epochs_feature_extraction=1)
     fit(build_model(arch, pretrained=False), data, warm_up, device)
     torch.manual_seed(0)
@@ -120,32 +127,63 @@ def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
     synchronize(device)
     seconds = time.perf_counter() - started
     return {"images_per_s": round(images * epochs / seconds, 1), "epochs": epochs,
-            "fit_images": images, "scored_images_per_epoch": 2 * (images // 4),
-            "peak_gpu_mib": peak_mib(device)}
+            "batch": batch, "loader_workers": num_workers, "fit_images": images,
+            "scored_images_per_epoch": 2 * (images // 4), "peak_gpu_mib": peak_mib(device)}
 
 
-def measure(archs: list[str], sizes: list[int], images: int, steps: int, epochs: int,
-            device: torch.device, batch: int | None = None, lab_size: int = 512
-            ) -> list[dict]:
+def lab_epoch_minutes(fit: dict) -> float:
+    return round(LAB_TRAIN_IMAGES / fit["images_per_s"] / 60, 2)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+@dataclasses.dataclass
+class Plan:
+    """What to time: the grid, its sizes and the lab preset's run."""
+
+    archs: list[str]
+    sizes: list[int]
+    images: int
+    steps: int
+    epochs: int
+    batch: int | None = None  # None: BATCH per size
+    workers: int = 0  # DataLoader workers of the grid's fit runs
+    lab_size: int = 512
+    lab_batch: int = LAB["train.resnet50.batch_size"]
+    lab_workers: int = LAB["compute.loader_workers"]
+    lab_images: int = 512
+
+
+def measure_one(plan: Plan, arch: str, size: int, device: torch.device, folder: Path
+                ) -> dict:
+    batch = plan.batch or BATCH.get(size, 16)
+    reset_peak(device)
+    step = train_step_rate(arch, size, batch, plan.steps, device)
+    reset_peak(device)
+    loop = fit_rate(arch, size, batch, plan.images, plan.epochs, device, folder,
+                    plan.workers)
+    run = {"arch": arch, "size": size, "batch": batch, "train_step": step, "fit": loop}
+    if size == plan.lab_size:
+        reset_peak(device)
+        run["lab_preset_fit"] = fit_rate(arch, size, plan.lab_batch, plan.lab_images,
+                                         plan.epochs, device, folder, plan.lab_workers)
+        run["lab_epoch_minutes"] = {"lab_preset": lab_epoch_minutes(run["lab_preset_fit"]),
+                                    f"batch_{batch}": lab_epoch_minutes(loop)}
+    return run
+
+
+def measure(plan: Plan, device: torch.device, report=lambda runs: None) -> list[dict]:
+    """Every (size, arch) of ``plan``; ``report(runs)`` after each one."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="retino-gpu-") as scratch:
-        for size in sizes:
-            for arch in archs:
-                size_batch = batch or BATCH.get(size, 16)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                step = train_step_rate(arch, size, size_batch, steps, device)
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                loop = fit_rate(arch, size, size_batch, images, epochs, device,
-                                Path(scratch))
-                run = {"arch": arch, "size": size, "batch": size_batch, "train_step": step,
-                       "fit": loop}
-                if size == lab_size:
-                    run["lab_epoch_minutes"] = round(LAB_TRAIN_IMAGES / loop["images_per_s"]
-                                                     / 60, 2)
-                print(json.dumps(run), flush=True)
-                runs.append(run)
+        for size in plan.sizes:
+            for arch in plan.archs:
+                runs.append(measure_one(plan, arch, size, device, Path(scratch)))
+                print(json.dumps(runs[-1]), flush=True)
+                report(runs)
     return runs
 
 
@@ -155,13 +193,22 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 512])
-    parser.add_argument("--images", type=int, default=1024, help="fit images per run")
+    parser.add_argument("--images", type=int, default=2048, help="fit images per run")
     parser.add_argument("--steps", type=int, default=20, help="timed bare train steps")
     parser.add_argument("--epochs", type=int, default=2, help="timed fit epochs")
     parser.add_argument("--lab-size", type=int, default=512,
                         help="the size whose runs estimate one lab epoch (default 512)")
     parser.add_argument("--batch", type=int, help="one batch size for every run (default: "
                         "256 at 224 px, 64 at 512 px, else 16)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers of the grid's fit runs (default 0, "
+                        "params.yaml's compute.loader_workers)")
+    parser.add_argument("--lab-batch", type=int, default=Plan.lab_batch,
+                        help="batch of the lab preset's fit run (default: the preset's)")
+    parser.add_argument("--lab-workers", type=int, default=Plan.lab_workers,
+                        help="DataLoader workers of that run (default: the preset's)")
+    parser.add_argument("--lab-images", type=int, default=Plan.lab_images,
+                        help="fit images of that run")
     parser.add_argument("--out", type=Path, default=Path("bench/gpu.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -169,16 +216,23 @@ def main() -> None:
         sys.exit("error: --device cuda but this machine has no usable CUDA device; "
                  "use --device cpu for a dry run")
     configure_backends(device)
+    plan = Plan(args.archs, args.sizes, args.images, args.steps, args.epochs, args.batch,
+                args.workers, args.lab_size, args.lab_batch, args.lab_workers,
+                args.lab_images)
     started = time.perf_counter()
-    runs = measure(args.archs, args.sizes, args.images, args.steps, args.epochs, device,
-                   args.batch, args.lab_size)
-    result = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "device": torch.cuda.get_device_name(0) if device.type == "cuda"
-                          else platform.processor() or platform.machine()},
-              "runs": runs, "seconds": round(time.perf_counter() - started, 1)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{result['seconds']:.0f} s; written to {args.out}")
+    machine = {"python": platform.python_version(), "torch": torch.__version__,
+               "device": torch.cuda.get_device_name(0) if device.type == "cuda"
+               else platform.processor() or platform.machine()}
+
+    def write(runs: list[dict], complete: bool = False) -> None:
+        result = {"machine": machine, "runs": runs, "complete": complete,
+                  "seconds": round(time.perf_counter() - started, 1)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    runs = measure(plan, device, write)
+    write(runs, complete=True)
+    print(f"{time.perf_counter() - started:.0f} s; written to {args.out}")
 
 
 if __name__ == "__main__":

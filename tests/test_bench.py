@@ -68,12 +68,18 @@ def test_gpu_check_runs_the_pipelines_loop_without_dvc(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", BLOCK_PIPELINE_ONLY_PACKAGES, "--device", "cpu", "--archs",
          "resnet18", "--sizes", "32", "64", "--lab-size", "64", "--images", "8", "--batch", "2",
-         "--steps", "1", "--epochs", "1", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+         "--steps", "1", "--epochs", "1", "--lab-images", "8", "--lab-workers", "1",
+         "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr[-3000:]
     runs = json.loads(out.read_text())["runs"]
     assert [(r["arch"], r["size"]) for r in runs] == [("resnet18", 32), ("resnet18", 64)]
     for run in runs:
         assert run["train_step"]["images_per_s"] > 0 and run["fit"]["images_per_s"] > 0
-    assert runs[1]["lab_epoch_minutes"] == pytest.approx(
-        28_100 / runs[1]["fit"]["images_per_s"] / 60, rel=0.01)
+    lab = runs[1]["lab_preset_fit"]
+    assert "lab_preset_fit" not in runs[0]  # only at --lab-size
+    assert (lab["batch"], lab["loader_workers"]) == (4, 1)  # the preset's batch
+    assert runs[1]["lab_epoch_minutes"] == {
+        "lab_preset": pytest.approx(28_100 / lab["images_per_s"] / 60, rel=0.01),
+        "batch_2": pytest.approx(28_100 / runs[1]["fit"]["images_per_s"] / 60, rel=0.01)}
+
