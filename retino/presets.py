@@ -16,15 +16,16 @@ PRESETS: dict[str, dict[str, object]] = {
     # The lab's real experiment, on a GPU box: the lab's folder layout at 512 px, the
     # lab report's schedule (ResNet-50 pretrained: 4 feature-extraction + 6 fine-tuning
     # epochs; scratch runs train for the same 10 epochs), the lab's SGD (lr 1e-3,
-    # momentum 0.9, weight decay 5e-4) and batch 4, one GPU, DataLoader workers to
-    # keep it fed.
+    # momentum 0.9, weight decay 5e-4) and batch 4, one GPU. No DataLoader workers:
+    # on an H200, 8 workers were never faster than the main process reading the
+    # memory-mapped arrays (bench/gpu*.json, README "Performance").
     "lab": {
         "data.source": "lab", "data.image_size": 512,
         "train.epochs_feature_extraction": 4, "train.epochs_fine_tuning": 6,
         "train.momentum": 0.9, "train.weight_decay": 0.0005,
         "train.resnet18.batch_size": 4, "train.resnet18.lr": 0.001,
         "train.resnet50.batch_size": 4, "train.resnet50.lr": 0.001,
-        "compute.device": "cuda", "compute.loader_workers": 8, "compute.image_workers": 0,
+        "compute.device": "cuda", "compute.loader_workers": 0, "compute.image_workers": 0,
         "evaluate.batch_size": 64,
     },
 }
