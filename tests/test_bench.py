@@ -83,3 +83,19 @@ def test_gpu_check_runs_the_pipelines_loop_without_dvc(tmp_path):
         "lab_preset": pytest.approx(28_100 / lab["images_per_s"] / 60, rel=0.01),
         "batch_2": pytest.approx(28_100 / runs[1]["fit"]["images_per_s"] / 60, rel=0.01)}
 
+
+def test_the_dvc_free_pipeline_runs_the_stages_dvc_knows_with_its_commands():
+    """bench/gpu_pipeline.py expands dvc.yaml as DVC does: the same stage names in
+    the same order, and no ``${...}`` left in a command."""
+    import gpu_pipeline
+    import yaml
+
+    runs = gpu_pipeline.stage_runs(yaml.safe_load((ROOT / "dvc.yaml").read_text()),
+                                   yaml.safe_load((ROOT / "params.yaml").read_text()))
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=ROOT, text=True,
+                            capture_output=True, check=True).stdout.split()
+    assert [name for name, _ in runs] == listed
+    assert not [command for _, command in runs if "${" in command]
+    commands = dict(runs)
+    assert "--arch resnet50 --init scratch" in commands["train@resnet50-scratch"]
+    assert "models/resnet50-scratch.pt" in commands["train@resnet50-scratch"]
