@@ -99,3 +99,23 @@ def test_the_dvc_free_pipeline_runs_the_stages_dvc_knows_with_its_commands():
     commands = dict(runs)
     assert "--arch resnet50 --init scratch" in commands["train@resnet50-scratch"]
     assert "models/resnet50-scratch.pt" in commands["train@resnet50-scratch"]
+
+
+QUEUE_STATUS = """Task     Name        Created    Status
+7ba97bb  ablation-1  12:27 AM   Success
+5bfa2b8  ablation-2  12:27 AM   Running
+1c2d3e4  other       12:28 AM   Failed
+
+Worker status: 1 active, 0 idle
+"""
+
+
+def test_the_ablation_reads_its_own_experiments_states_from_dvc_queue_status(monkeypatch):
+    import ablation
+
+    monkeypatch.setattr(ablation, "dvc", lambda *args: QUEUE_STATUS)
+    assert ablation.queue_states(["ablation-1", "ablation-2", "ablation-3"]) == {
+        "ablation-1": "Success", "ablation-2": "Running"}
+    monkeypatch.setattr(ablation, "dvc", lambda *args: QUEUE_STATUS.replace("Running", "Failed"))
+    with pytest.raises(SystemExit, match="ablation-2 failed"):
+        ablation.wait_for(["ablation-1", "ablation-2"])
