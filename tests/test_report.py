@@ -8,7 +8,8 @@ import pandas as pd
 
 from retino.grading import at_threshold, operating_points, referable_probability
 from retino.report.card import model_card
-from retino.report.comparison import ModelResult, leakage_warning, summary_rows
+from retino.report.comparison import (ModelResult, compared_metrics, leakage_warning,
+                                      summary_rows)
 from retino.report.evaluation import headline_metrics, patient_bootstrap, patient_resamples
 from retino.report.gallery import chosen_photos
 
@@ -90,6 +91,18 @@ def test_summary_rows_give_intervals_with_one_precision_per_column():
     assert row[1:6] == ["90.8 [86.1, 94.5]", "0.892 [0.840, 0.930]", "62.1 [50.2, 70.0]",
                         "95.9 [88.0, 100.0]", "98.9 [97.1, 100.0]"]
     assert row[7] == "91.2 (epoch 2)"
+
+
+def test_compare_json_carries_the_two_eye_figures_only_when_eyes_are_paired():
+    single = compared_metrics([_result(), _result("resnet50-scratch")])
+    assert single == {"qwk": {"r18p": 0.8923, "r50s": 0.8923},
+                      "acc": {"r18p": 90.76, "r50s": 90.76}}
+    paired = _result()
+    paired.report["paired_eyes"] = {"qwk": 0.91, "acc": 92.0}
+    both = compared_metrics([paired, _result("resnet50-scratch")])
+    assert list(both) == ["qwk", "acc", "qwk_paired", "acc_paired"]  # single-eye first
+    assert both["qwk"]["r18p"] == 0.8923
+    assert both["qwk_paired"] == {"r18p": 0.91} and both["acc_paired"] == {"r18p": 92.0}
 
 
 def test_model_card_says_where_the_model_came_from_and_what_it_is_not():

@@ -4,7 +4,8 @@
 ``metrics/compare.json`` is the one DVC metrics file: per model, test QWK and
 accuracy under compact keys (``qwk.r18p``), the most that ``dvc exp show`` fits on
 a 200-column screen beside its experiment, date, first param and first dependency
-columns. Every other figure of a model is in ``metrics/<arch>-<init>.json`` and in
+columns; with ``evaluate.pair_eyes`` on, the two-eye figures follow
+(``qwk_paired.r18p``). Every other figure of a model is in ``metrics/<arch>-<init>.json`` and in
 the summary table.
 """
 
@@ -49,9 +50,15 @@ def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
 
 
 def compared_metrics(results: list[ModelResult]) -> dict:
-    """The content of ``metrics/compare.json``."""
+    """The content of ``metrics/compare.json``; with ``evaluate.pair_eyes`` on, the
+    two-eye figures too (``qwk_paired.r18p``), after the single-eye ones."""
     codes = {result.name: run_code(*result.name.split("-")) for result in results}
-    return {key: {codes[r.name]: r.report[key] for r in results} for key in COMPARED}
+    compared = {key: {codes[r.name]: r.report[key] for r in results} for key in COMPARED}
+    paired = [r for r in results if "paired_eyes" in r.report]
+    for key in COMPARED if paired else ():
+        compared[f"{key}_paired"] = {codes[r.name]: r.report["paired_eyes"][key]
+                                     for r in paired}
+    return compared
 
 
 SUMMARY_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
