@@ -101,10 +101,15 @@ def wait_for(names: list[str]) -> None:
         time.sleep(30)
 
 
+def experiment_ref(baseline: str, name: str) -> str:
+    """The git ref DVC keeps experiment ``name`` of commit ``baseline`` under (names
+    repeat across baselines)."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
 def experiment_report(name: str) -> dict:
-    """metrics/<RUN>.json as the experiment ``name`` committed it."""
-    refs = git("for-each-ref", "--format=%(refname)", "refs/exps").split()
-    ref = next(ref for ref in refs if ref.rsplit("/", 1)[-1] == name)
+    """metrics/<RUN>.json as the experiment ``name`` of this commit committed it."""
+    ref = experiment_ref(git("rev-parse", "HEAD").strip(), name)
     return json.loads(git("show", f"{ref}:metrics/{RUN}.json"))
 
 

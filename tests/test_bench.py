@@ -119,3 +119,6 @@ def test_the_ablation_reads_its_own_experiments_states_from_dvc_queue_status(mon
     monkeypatch.setattr(ablation, "dvc", lambda *args: QUEUE_STATUS.replace("Running", "Failed"))
     with pytest.raises(SystemExit, match="ablation-2 failed"):
         ablation.wait_for(["ablation-1", "ablation-2"])
+    # DVC files experiment names under their baseline commit; names repeat across commits
+    assert ablation.experiment_ref("987b7751f2", "ablation-1") == \
+        "refs/exps/98/7b7751f2/ablation-1"
