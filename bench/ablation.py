@@ -80,12 +80,14 @@ def queue_steps() -> list[list[str]]:
 
 
 def queue_states(names: list[str]) -> dict[str, str]:
-    """Status of each named task in ``dvc queue status`` (Queued, Running, Success ...)."""
-    states = {}
+    """Status of each named task in ``dvc queue status`` (Queued, Running, Success ...).
+    DVC lists queued and running tasks before finished ones, so where an earlier run
+    left a finished task of the same name, the first line is this run's."""
+    states: dict[str, str] = {}
     for line in dvc("queue", "status").splitlines():
         fields = line.split()
         if len(fields) >= 2 and fields[1] in names:
-            states[fields[1]] = fields[-1]
+            states.setdefault(fields[1], fields[-1])
     return states
 
 

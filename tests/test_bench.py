@@ -102,9 +102,10 @@ def test_the_dvc_free_pipeline_runs_the_stages_dvc_knows_with_its_commands():
 
 
 QUEUE_STATUS = """Task     Name        Created    Status
-7ba97bb  ablation-1  12:27 AM   Success
 5bfa2b8  ablation-2  12:27 AM   Running
+7ba97bb  ablation-1  12:27 AM   Success
 1c2d3e4  other       12:28 AM   Failed
+0a0a0a0  ablation-2  11:02 PM   Success
 
 Worker status: 1 active, 0 idle
 """
