@@ -5,8 +5,8 @@
 accuracy under compact keys (``qwk.r18p``), the most that ``dvc exp show`` fits on
 a 200-column screen beside its experiment, date, first param and first dependency
 columns; with ``evaluate.pair_eyes`` on, the two-eye figures follow
-(``qwk_paired.r18p``). Every other figure of a model is in ``metrics/<arch>-<init>.json`` and in
-the summary table.
+(``qwk_paired.r18p``). Every other figure of a model is in
+``metrics/<arch>-<init>.json`` and in the summary table.
 """
 
 from __future__ import annotations
@@ -55,9 +55,10 @@ def compared_metrics(results: list[ModelResult]) -> dict:
     codes = {result.name: run_code(*result.name.split("-")) for result in results}
     compared = {key: {codes[r.name]: r.report[key] for r in results} for key in COMPARED}
     paired = [r for r in results if "paired_eyes" in r.report]
-    for key in COMPARED if paired else ():
-        compared[f"{key}_paired"] = {codes[r.name]: r.report["paired_eyes"][key]
-                                     for r in paired}
+    if paired:
+        for key in COMPARED:
+            compared[f"{key}_paired"] = {codes[r.name]: r.report["paired_eyes"][key]
+                                         for r in paired}
     return compared
 
 
