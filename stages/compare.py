@@ -24,7 +24,7 @@ from retino.stage import run_stage, stage_parser
 def parse_args() -> argparse.Namespace:
     parser = stage_parser(__doc__)
     parser.add_argument("--history-dir", type=Path, required=True,
-                        help="folder of the train stages' <arch>-<init>.csv")
+                        help="folder of the evaluate stages' <arch>-<init>.csv")
     parser.add_argument("--metrics-dir", type=Path, required=True,
                         help="folder of the evaluate stages' <arch>-<init>.json; the "
                         "model cards <arch>-<init>.md are written there too")

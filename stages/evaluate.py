@@ -1,4 +1,5 @@
-"""Stage evaluate@<arch>-<init>: every test-set metric of the checkpoint that train chose
+"""Stage evaluate@<arch>-<init>: the training history stored in the model file, as
+plots/history/<arch>-<init>.csv; every test-set metric of the checkpoint that train chose
 on validation, with 95 % intervals (patients resampled), the test sensitivity and
 specificity at the referable operating points chosen on validation, and the split's
 patient leakage; the per-image predictions for DVC's confusion plot; a confusion
@@ -16,11 +17,11 @@ import argparse
 
 import torch
 
-from retino.atomic import write_json
+from retino.atomic import write_json, write_text
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
 from retino.grading import broken_rows, predicted_grades
-from retino.report.evaluation import (at_operating_points, evaluation_report,
+from retino.report.evaluation import (at_operating_points, evaluation_report, history_csv,
                                       patient_bootstrap, patient_leakage_percent,
                                       predict_test_split, prediction_rows)
 from retino.report.pairing import paired_eyes_report, refuse_leaky_split
@@ -32,6 +33,7 @@ from retino.stage import run_stage, stage_parser
 def parse_args() -> argparse.Namespace:
     return stage_parser(__doc__, per_run=True, paths={
         "--model": "the train stage's .pt", "--metrics-out": "metrics JSON to write",
+        "--history-out": "per-epoch history CSV to write (from the model file)",
         "--predictions-out": "per-image rows to write",
         "--figure-out": "confusion heatmap to write", "--gallery-out": "Grad-CAM gallery to write",
     }).parse_args()
@@ -48,6 +50,7 @@ def main() -> None:
                               params.evaluate.batch_size, params.compute.loader_workers,
                               params.evaluate.tta)
     checkpoint, names = test.checkpoint, test.images.names
+    history = history_csv(checkpoint, args.model)
     broken = broken_rows(test.logits)
     if broken:
         console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
@@ -65,6 +68,7 @@ def main() -> None:
               "weighted_loss": checkpoint["weighted_loss"]}
     if params.evaluate.pair_eyes:
         report["paired_eyes"] = paired_eyes_report(checkpoint, test.actual, test.logits, names)
+    write_text(args.history_out, history)
     write_json(args.metrics_out, report)
     write_json(args.predictions_out, prediction_rows(test.actual, predicted))
     headline = f"test accuracy {report['acc']:.1f} %, QWK {report['qwk']:.3f}"

@@ -1,8 +1,14 @@
 """Stage train@<arch>-<init>: train one ResNet, keep the epoch chosen on validation.
 
-Reads params.yaml: train.weighted_loss, train.epochs_feature_extraction,
+Writes one file, the model (models/<arch>-<init>.pt), with the per-epoch history inside
+(evaluate publishes it as plots/history/<arch>-<init>.csv). Every output of this stage
+is then in DVC's cache, which DVC's run-cache needs: an experiment whose train params
+were run before gets its models back instead of training them again.
+
+Reads params.yaml: train.head (classification | regression), train.regression_loss
+(smooth_l1 | mse), train.weighted_loss, train.epochs_feature_extraction,
 train.epochs_fine_tuning, train.momentum, train.weight_decay,
-train.validation_fraction, train.run_seed, train.<arch> (batch_size, lr,
+train.validation_fraction, train.run_seed, train.gpus, train.<arch> (batch_size, lr,
 imagenet_weights, weights_file), data.split_seed, compute.device (auto | cpu | cuda),
 compute.loader_workers.
 """
@@ -12,10 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
-from retino.atomic import write_text
 from retino.grading import HEAD_OUTPUTS, NUM_CLASS
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
@@ -34,7 +38,6 @@ from retino.train.resume import (ResumeFile, RunIdentity, code_digests, data_dig
 def parse_args() -> argparse.Namespace:
     return stage_parser(__doc__, per_run=True, paths={
         "--stats": "compute-stats JSON", "--model-out": "model file to write",
-        "--history-out": "per-epoch history CSV to write",
     }).parse_args()
 
 
@@ -107,9 +110,8 @@ def main() -> None:
                     num_class=NUM_CLASS, head=train.head, outputs=HEAD_OUTPUTS[train.head],
                     epoch=result.best_epoch, phase=best.phase, image_size=stats.image_size,
                     preprocess=stats.preprocess, mean=list(stats.mean), std=list(stats.std),
-                    weighted_loss=train.weighted_loss, params=recorded, **decisions)
-    write_text(args.history_out, pd.DataFrame(history_rows(result.history)).to_csv(
-        index=False, float_format="%.4f"))
+                    weighted_loss=train.weighted_loss, params=recorded,
+                    history=history_rows(result.history), **decisions)
     resume.remove()
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
                   f" chose epoch {result.best_epoch} ({best.phase}) on validation QWK "

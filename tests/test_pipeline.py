@@ -153,6 +153,37 @@ def test_weighted_loss_experiment_reruns_training_not_data(repo):
     assert_exp_show_leads_with_every_headline(repo)  # now with an experiment row
 
 
+def _history(path: Path) -> list[dict]:
+    """The per-epoch rows the train stage stored in model file ``path``."""
+    return torch.load(path, map_location="cpu", weights_only=True)["history"]
+
+
+def _committed_model_hashes(repo: Path) -> dict[str, str]:
+    lock = yaml.safe_load(run(repo, "git", "show", "HEAD:dvc.lock"))
+    return {out["path"]: out["md5"] for name in RUNS
+            for out in lock["stages"][f"train@{name}"]["outs"]}
+
+
+def test_an_experiment_that_repeats_train_params_gets_its_models_from_the_run_cache(repo):
+    """Back from the weighted-loss experiment to the committed params: DVC's run-cache
+    restores every train stage (their one output is cached), nothing trains again, and
+    evaluate still writes each history from the restored model file."""
+    output = run(repo, "dvc", "exp", "run", "-S", "train.weighted_loss=false")
+    stages = ran_stages(output)
+    assert not {s for s in stages if s.startswith("train@")}, output
+    for name in RUNS:
+        assert f"Stage 'train@{name}' is cached - skipping run" in output, output
+    assert {f"evaluate@{r}" for r in RUNS} | {"compare"} <= stages
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert {out["path"]: out["md5"] for name in RUNS
+            for out in lock["stages"][f"train@{name}"]["outs"]} == _committed_model_hashes(repo)
+    for name in RUNS:
+        rows = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,phase,train_loss,acc_train,acc_test,val_qwk")
+        assert len(rows) == 1 + len(_history(repo / "models" / f"{name}.pt"))
+    assert run(repo, "git", "diff", "--stat", "HEAD", "--", "plots/history").strip() == ""
+
+
 def rendered_dom(page: Path, profile: Path) -> str:
     """The page's DOM after headless Chromium ran its scripts, with no network."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -212,7 +243,9 @@ def _interrupt(repo: Path, stage: str, resume_file: Path, sig: int) -> str:
 
 
 def _resumed_after(output: str) -> int:
-    return int(re.search(r"resuming after epoch (\d+)", output).group(1))
+    found = re.search(r"resuming after epoch (\d+)", output)
+    assert found, output
+    return int(found.group(1))
 
 
 @pytest.fixture
@@ -232,7 +265,7 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(from_the_comm
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     stage, name = "train@resnet18-scratch", "resnet18-scratch"
     run(repo, "dvc", "repro", stage)
-    history = (repo / "plots" / "history" / f"{name}.csv").read_text()
+    history = _history(repo / "models" / f"{name}.pt")
     weights = _weights(repo / "models" / f"{name}.pt")
     resume_file = repo / "models" / f"{name}.resume.pt"
     assert not resume_file.exists()  # removed once the stage has finished
@@ -241,9 +274,14 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(from_the_comm
     assert resume_file.is_file(), output
     assert not (repo / "models" / f"{name}.pt").exists()
     first = _resumed_after(_interrupt(repo, stage, resume_file, signal.SIGKILL))  # killed
-    output = run(repo, "dvc", "repro", stage)  # DVC sees the missing outputs by itself
-    assert 1 <= first < _resumed_after(output) < 5 and ran_stages(output) == {stage}
-    assert (repo / "plots" / "history" / f"{name}.csv").read_text() == history
+    # As if the uninterrupted run above had never finished: the committed lock, and no
+    # run-cache (it holds that run, and DVC would restore its model). DVC then sees by
+    # itself that the stage must run.
+    run(repo, "git", "checkout", "HEAD", "--", "dvc.lock")
+    output = run(repo, "dvc", "repro", "--no-run-cache", stage)
+    assert 1 <= first < _resumed_after(output) < 5
+    assert ran_stages(output) == {"check-params", stage}  # params.yaml differs from the lock
+    assert _history(repo / "models" / f"{name}.pt") == history
     resumed = _weights(repo / "models" / f"{name}.pt")
     assert resumed.keys() == weights.keys()
     assert all(torch.equal(resumed[key], weights[key]) for key in weights)
@@ -264,19 +302,18 @@ def test_a_train_stage_on_two_cpu_processes_ends_like_one(from_the_commit):
     params_file.write_text(one_process)
     try:
         run(repo, "dvc", "repro", stage)
-        alone = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        alone = _history(repo / "models" / f"{name}.pt")
         params_file.write_text(_set_raw(one_process, "train.gpus", "2"))
         output = run(repo, "dvc", "repro", stage)
-        together = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        together = _history(repo / "models" / f"{name}.pt")
     finally:
         params_file.write_text(original)
     assert ran_stages(output) == {"check-params", stage}
     assert output.count(" done in ") == 1  # process 0 alone reports
-    assert len(together) == len(alone) and together[0] == alone[0]
-    last = {label: dict(zip(rows[0].split(","), rows[-1].split(",")))
-            for label, rows in (("one", alone), ("two", together))}
-    assert 0.5 < float(last["two"]["train_loss"]) / float(last["one"]["train_loss"]) < 2
-    assert abs(float(last["two"]["acc_test"]) - float(last["one"]["acc_test"])) <= 40
+    assert len(together) == len(alone) and together[0].keys() == alone[0].keys()
+    last = {"one": alone[-1], "two": together[-1]}
+    assert 0.5 < last["two"]["train_loss"] / last["one"]["train_loss"] < 2
+    assert abs(last["two"]["acc_test"] - last["one"]["acc_test"]) <= 40
     checkpoint = torch.load(repo / "models" / f"{name}.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
     assert not (repo / "models" / f"{name}.resume.pt").exists()

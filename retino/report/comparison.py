@@ -41,9 +41,9 @@ def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
         for init in INITS:
             name = run_name(arch, init)
             report_file, history_file = metrics_dir / f"{name}.json", history_dir / f"{name}.csv"
-            for path, stage in ((report_file, "evaluate"), (history_file, "train")):
+            for path in (report_file, history_file):
                 if not path.is_file():
-                    raise FileNotFoundError(f"{path}: not found; run `dvc repro {stage}@{name}`")
+                    raise FileNotFoundError(f"{path}: not found; run `dvc repro evaluate@{name}`")
             results.append(ModelResult(name, json.loads(report_file.read_text()),
                                        pd.read_csv(history_file)))
     return results

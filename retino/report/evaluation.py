@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.data.layout import read_layout
 from retino.data.splits import patient_leakage, patient_of
+from retino.errors import DataError
 from retino.grading import (REFERABLE_GRADE, accuracy_percent, at_threshold,
                             balanced_accuracy_percent, confusion_counts, macro_f1,
                             majority_baseline_percent, per_class_recall_precision, per_grade,
@@ -165,6 +167,17 @@ def at_operating_points(actual: np.ndarray, outputs: np.ndarray, points: dict) -
                         "validation_sensitivity": point["sensitivity"],
                         "validation_specificity": point["specificity"]}
     return report
+
+
+def history_csv(checkpoint: dict[str, Any], model_file: str | Path) -> str:
+    """The per-epoch table the train stage stored in ``model_file`` (the lab's
+    ``acc_train``/``acc_test`` with the validation scores), as CSV text."""
+    history = checkpoint.get("history")
+    if not history:
+        raise DataError(f"{model_file}: holds no per-epoch history (a model file of an "
+                        "older retino); train it again: "
+                        f"dvc repro -f train@{Path(model_file).stem}")
+    return pd.DataFrame(history).to_csv(index=False, float_format="%.4f")
 
 
 def prediction_rows(actual: np.ndarray, predicted: np.ndarray) -> list[dict[str, str]]:
