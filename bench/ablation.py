@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from retino.params import run_code  # noqa: E402
 from retino.progress import console, print_table  # noqa: E402
 from retino.report.comparison import with_interval  # noqa: E402
 
@@ -38,8 +39,9 @@ STEPS = [
     ("+ Graham preprocessing", ["data.preprocess=graham"]),
 ]
 COLUMNS = ("step", "QWK", "acc %", "bal. acc. %", "ref. AUC")
-# dvc exp show of the ablation: the models' columns of compare.json and the four params
-EXP_SHOW_OPTIONS = ("--drop '.*' --keep 'Experiment|qwk|acc|train.head|"
+# dvc exp show of the ablation: RUN's columns of compare.json (QWK, its interval, accuracy,
+# and the two-eye ones once pairing is on) and the four params
+EXP_SHOW_OPTIONS = (f"--drop '.*' --keep 'Experiment|{run_code(*RUN.split('-'))}|train.head|"
                     "evaluate.pair_eyes|evaluate.tta|data.preprocess'")
 
 

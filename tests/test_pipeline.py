@@ -22,7 +22,7 @@ from tests.conftest import scratch_project, tiny_params
 pytestmark = pytest.mark.slow
 RUNS = ("resnet18-pretrained", "resnet18-scratch", "resnet50-pretrained", "resnet50-scratch")
 CODES = ("r18p", "r18s", "r50p", "r50s")
-HEADLINE = ("qwk", "acc")  # metrics/compare.json, the one DVC metrics file
+HEADLINE = ("qwk", "qwk_ci", "acc")  # per model in metrics/compare.json, the DVC metric
 
 
 def run(repo: Path, *args: str, ok: bool = True, columns: int = 200) -> str:
@@ -88,15 +88,16 @@ def _widths(text: str) -> list[int]:
 def assert_exp_show_leads_with_every_headline(repo: Path) -> None:
     """In a terminal, ``dvc exp show`` opens a pager on a table up to 1,024 characters
     wide (DVC collapses what lies beyond into "…"); its first 200 columns, one screen,
-    must hold every model's headline and train.weighted_loss, the first params column."""
+    must hold every model's headline, and train.weighted_loss, the first params column,
+    must follow right after them."""
     experiments = run(repo, "dvc", "exp", "show", "--no-pager", columns=1024)
     assert max(_widths(experiments)) <= 1024, experiments
     header = next(line for line in experiments.splitlines() if "Experiment" in line)
-    first_screen = header[:200]
-    for key in HEADLINE:
-        for code in CODES:
-            assert f"{key}.{code}" in first_screen, first_screen
-    assert "train.weighted_loss" in first_screen, first_screen
+    columns = header.split()
+    headline = [f"{code}.{key}" for code in CODES for key in HEADLINE]
+    assert columns[2:2 + len(headline)] == headline, header  # after Experiment, Created
+    assert columns[2 + len(headline)] == "train.weighted_loss", header
+    assert header.index(headline[-1]) + len(headline[-1]) <= 200, header
 
 
 def test_metrics_show_and_exp_show_lead_with_every_models_headline(repo):
@@ -104,15 +105,16 @@ def test_metrics_show_and_exp_show_lead_with_every_models_headline(repo):
     metrics = shown[""]["data"]
     assert list(metrics) == ["metrics/compare.json"]  # data stats and details are not metrics
     headline = metrics["metrics/compare.json"]["data"]
-    assert {(key, code) for key in HEADLINE for code in CODES} <= {
-        (key, code) for key in headline if isinstance(headline[key], dict)
-        for code in headline[key]}
+    assert list(headline) == list(CODES)
+    for code in CODES:
+        assert list(headline[code]) == list(HEADLINE), headline
+        assert re.fullmatch(r"\[-?\d\.\d{3}, -?\d\.\d{3}\]", headline[code]["qwk_ci"])
     table = run(repo, "dvc", "metrics", "show")
     assert max(_widths(table)) <= 200, table
     assert_exp_show_leads_with_every_headline(repo)
     exp_json = json.loads(run(repo, "dvc", "exp", "show", "--json"))
     workspace = exp_json[0]["rev"] == "workspace" and exp_json[0]["data"]["metrics"]
-    assert workspace["metrics/compare.json"]["data"]["qwk"].keys() == set(CODES)
+    assert workspace["metrics/compare.json"]["data"].keys() == set(CODES)
 
 
 def test_summary_reprints_the_table_without_rerunning(repo):

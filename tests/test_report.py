@@ -93,16 +93,27 @@ def test_summary_rows_give_intervals_with_one_precision_per_column():
     assert row[7] == "91.2 (epoch 2)"
 
 
+def test_compare_json_holds_each_models_qwk_with_its_interval_and_accuracy_rounded():
+    broken = _result("resnet50-scratch")
+    broken.report.update(qwk=float("nan"))
+    broken.report["ci95"]["qwk"] = [None, None]
+    single = compared_metrics([_result(), broken])
+    assert single == {"r18p": {"qwk": 0.892, "qwk_ci": "[0.840, 0.930]", "acc": 90.8},
+                      "r50s": {"qwk": None, "qwk_ci": None, "acc": 90.8}}
+    assert list(single["r18p"]) == ["qwk", "qwk_ci", "acc"]  # the interval beside its figure
+
+
 def test_compare_json_carries_the_two_eye_figures_only_when_eyes_are_paired():
-    single = compared_metrics([_result(), _result("resnet50-scratch")])
-    assert single == {"qwk": {"r18p": 0.8923, "r50s": 0.8923},
-                      "acc": {"r18p": 90.76, "r50s": 90.76}}
     paired = _result()
-    paired.report["paired_eyes"] = {"qwk": 0.91, "acc": 92.0}
+    paired.report["paired_eyes"] = {"qwk": 0.9104, "acc": 92.04,
+                                    "ci95": {"qwk": [0.87, 0.95], "acc": [88.0, 95.1]}}
     both = compared_metrics([paired, _result("resnet50-scratch")])
-    assert list(both) == ["qwk", "acc", "qwk_paired", "acc_paired"]  # single-eye first
-    assert both["qwk"]["r18p"] == 0.8923
-    assert both["qwk_paired"] == {"r18p": 0.91} and both["acc_paired"] == {"r18p": 92.0}
+    assert list(both["r18p"]) == ["qwk", "qwk_ci", "acc", "qwk_paired", "qwk_paired_ci",
+                                  "acc_paired"]  # single-eye first
+    assert both["r18p"]["qwk"] == 0.892 and both["r18p"]["qwk_paired"] == 0.91
+    assert both["r18p"]["qwk_paired_ci"] == "[0.870, 0.950]"
+    assert both["r18p"]["acc_paired"] == 92.0
+    assert list(both["r50s"]) == ["qwk", "qwk_ci", "acc"]
 
 
 def test_model_card_says_where_the_model_came_from_and_what_it_is_not():

@@ -1,12 +1,14 @@
 """The comparison over all four models: what compare writes, prints and draws, and what
 ``python -m retino summary`` reprints from the files alone.
 
-``metrics/compare.json`` is the one DVC metrics file: per model, test QWK and
-accuracy under compact keys (``qwk.r18p``), the most that ``dvc exp show`` fits on
-a 200-column screen beside its experiment, date, first param and first dependency
-columns; with ``evaluate.pair_eyes`` on, the two-eye figures follow
-(``qwk_paired.r18p``). Every other figure of a model is in
-``metrics/<arch>-<init>.json`` and in the summary table.
+``metrics/compare.json`` is the one DVC metrics file. Per model, under its compact code
+(``r18p``), it holds test QWK, its 95 % interval as text and test accuracy, rounded as
+the summary table prints them (``r18p.qwk``, ``r18p.qwk_ci``, ``r18p.acc``): twelve
+columns, which is what ``dvc metrics show`` fits in 200 columns (an accuracy interval per
+model would not) and what leads ``dvc exp show``. With ``evaluate.pair_eyes`` on, each
+model's two-eye figures follow its own (``r18p.qwk_paired`` ...). Every other figure of
+a model, every interval among them, is in ``metrics/<arch>-<init>.json`` and in the
+summary table.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import pandas as pd
 from retino.params import ARCHS, INITS, run_code, run_name
 from retino.progress import console, print_table
 
-# metrics/compare.json, in the order dvc exp show lists its columns
-COMPARED = ("qwk", "acc")
+# the figures of each model in metrics/compare.json, in the order DVC lists its columns,
+# with their digits (those of the summary table)
+COMPARED_DIGITS = {"qwk": 3, "acc": 1}
+COMPARED_INTERVAL = "qwk"  # its 95 % interval, as text: "[0.766, 0.877]"
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,29 @@ def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
 
 
 def compared_metrics(results: list[ModelResult]) -> dict:
-    """The content of ``metrics/compare.json``; with ``evaluate.pair_eyes`` on, the
-    two-eye figures too (``qwk_paired.r18p``), after the single-eye ones."""
-    codes = {result.name: run_code(*result.name.split("-")) for result in results}
-    compared = {key: {codes[r.name]: r.report[key] for r in results} for key in COMPARED}
-    paired = [r for r in results if "paired_eyes" in r.report]
-    if paired:
-        for key in COMPARED:
-            compared[f"{key}_paired"] = {codes[r.name]: r.report["paired_eyes"][key]
-                                         for r in paired}
+    """The content of ``metrics/compare.json``: per model code, its QWK, the QWK's 95 %
+    interval and its accuracy; with ``evaluate.pair_eyes`` on, the same three of the
+    two-eye grading after them (``qwk_paired``, ``qwk_paired_ci``, ``acc_paired``)."""
+    compared = {}
+    for result in results:
+        figures = compared_figures(result.report)
+        if "paired_eyes" in result.report:
+            figures |= compared_figures(result.report["paired_eyes"], suffix="_paired")
+        compared[run_code(*result.name.split("-"))] = figures
     return compared
+
+
+def compared_figures(report: dict, suffix: str = "") -> dict:
+    """``qwk``, ``qwk_ci`` and ``acc`` of one report (each name followed by ``suffix``),
+    rounded as the summary prints them; None where undefined (JSON null)."""
+    figures = {}
+    for key, digits in COMPARED_DIGITS.items():
+        value = report[key]
+        figures[f"{key}{suffix}"] = (None if value is None or math.isnan(value)
+                                     else round(value, digits))
+        if key == COMPARED_INTERVAL:
+            figures[f"{key}{suffix}_ci"] = interval_text(report, key, digits)
+    return figures
 
 
 SUMMARY_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
@@ -70,12 +87,18 @@ def number_text(value: float | None, digits: int) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+def interval_text(report: dict, key: str, digits: int) -> str | None:
+    """``[86.1, 94.5]``: the 95 % interval of ``report[key]``; None when there is none."""
+    low, high = report.get("ci95", {}).get(key) or (None, None)
+    if low is None or math.isnan(low):
+        return None
+    return f"[{number_text(low, digits)}, {number_text(high, digits)}]"
+
+
 def with_interval(report: dict, key: str, digits: int, unit: str = "") -> str:
     """``90.8 [86.1, 94.5]``: the figure and its 95 % interval (when there is one)."""
-    low, high = report.get("ci95", {}).get(key) or (None, None)
-    interval = ("" if low is None or math.isnan(low)
-                else f" [{number_text(low, digits)}, {number_text(high, digits)}]")
-    return f"{number_text(report[key], digits)}{unit}{interval}"
+    interval = interval_text(report, key, digits)
+    return f"{number_text(report[key], digits)}{unit}{f' {interval}' if interval else ''}"
 
 
 def summary_rows(results: list[ModelResult]) -> list[list[str]]:
