@@ -1,16 +1,20 @@
 """The report's statistics and documents: bootstrap intervals over patients, referable
-operating points chosen on validation, the gallery's choice of photos, the model card."""
+operating points chosen on validation, the gallery's choice of photos, the model card,
+metrics/compare.json, the history CSV from the model file."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from retino.errors import DataError
 from retino.grading import at_threshold, operating_points, referable_probability
 from retino.report.card import model_card
 from retino.report.comparison import (ModelResult, compared_metrics, leakage_warning,
                                       summary_rows)
-from retino.report.evaluation import headline_metrics, patient_bootstrap, patient_resamples
+from retino.report.evaluation import (headline_metrics, history_csv, patient_bootstrap,
+                                      patient_resamples)
 from retino.report.gallery import chosen_photos
 
 
@@ -145,3 +149,14 @@ def test_a_leaky_split_is_said_in_words_and_a_patient_level_one_is_not():
     assert "79.6 % of the test images have the other eye of their patient in train" in warning
     assert "optimistic" in warning and "data.resplit: true" in warning
     assert leakage_warning([_result(leakage=0.0)]) is None
+
+
+def test_the_history_csv_comes_from_the_model_file_and_an_old_file_names_its_stage():
+    rows = [{"epoch": 1, "phase": "scratch", "train_loss": 1.234567, "acc_train": 50.0,
+             "acc_test": 74.78992, "val_qwk": 0.1, "val_acc": 70.0}]
+    text = history_csv({"history": rows}, "models/resnet18-scratch.pt")
+    assert text.splitlines() == ["epoch,phase,train_loss,acc_train,acc_test,val_qwk,val_acc",
+                                 "1,scratch,1.2346,50.0000,74.7899,0.1000,70.0000"]
+    with pytest.raises(DataError, match=r"resnet18-scratch.pt: holds no per-epoch history.*"
+                                        r"dvc repro -f train@resnet18-scratch"):
+        history_csv({"state_dict": {}}, "models/resnet18-scratch.pt")
