@@ -170,7 +170,9 @@ def operating_points(is_referable: np.ndarray, score: np.ndarray) -> dict[str, O
     specificities = np.array([at_threshold(truth, score, t)[1] for t in candidates])
     high_sensitivity = candidates[sensitivities >= SENSITIVITY_TARGET].max()
     reaching = candidates[specificities >= SPECIFICITY_TARGET]
-    high_specificity = reaching.min() if reaching.size else np.nextafter(candidates.max(), 2.0)
+    # none reaches it: a threshold above every score calls nothing referable (100 %
+    # specificity), whatever the scale of the scores (a regression score may pass 2)
+    high_specificity = reaching.min() if reaching.size else np.nextafter(candidates.max(), np.inf)
     return {name: OperatingPoint(float(t), *at_threshold(truth, score, t))
             for name, t in (("high_sensitivity", high_sensitivity),
                             ("high_specificity", high_specificity))}

@@ -13,8 +13,8 @@ from torch import nn
 
 from retino.data.photos import downscale_pixels, graham
 from retino.errors import DataError, TrainingDiverged
-from retino.grading import (DEFAULT_CUTS, predicted_grades, quadratic_weighted_kappa,
-                            referable_score, tune_cuts)
+from retino.grading import (DEFAULT_CUTS, broken_rows, predicted_grades,
+                            quadratic_weighted_kappa, referable_score, tune_cuts)
 from retino.report import evaluation
 from retino.report.pairing import fit_pair_model, partners, refuse_leaky_split
 from retino.train import fit as fit_module
@@ -199,3 +199,20 @@ def test_weights_with_nan_outputs_get_no_cut_points_or_operating_points(tiny_dat
     with pytest.raises(DataError, match="evaluate.pair_eyes: the model's validation outputs"):
         fit_pair_model(names, np.asarray(decisions["validation"]["grades"]),
                        decisions["validation"]["outputs"].numpy())
+
+
+def test_flip_averaging_of_finite_logits_is_finite_so_no_model_is_called_broken():
+    """A confident model (logits [120, 0, ...]) gives probabilities that underflow to 0:
+    their average in log space stays finite; only NaN or infinite passes are broken."""
+    confident = np.array([[120.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 130.0, 0.0, -5.0]],
+                         dtype=np.float32)
+    averaged = evaluation.average_outputs([confident, confident[:, ::-1].copy()])
+    assert np.isfinite(averaged).all() and broken_rows(averaged) == 0
+    np.testing.assert_allclose(_softmax(averaged).sum(axis=1), 1.0, rtol=1e-6)
+    assert averaged.argmax(axis=1).tolist() == [0, 2]
+    mild = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32)
+    np.testing.assert_allclose(_softmax(evaluation.average_outputs([mild, 2 * mild])),
+                               (_softmax(mild) + _softmax(2 * mild)) / 2, atol=1e-6)
+    broken = confident.copy()
+    broken[1, 3] = np.nan
+    assert broken_rows(evaluation.average_outputs([broken, confident])) == 1

@@ -160,3 +160,14 @@ def test_the_history_csv_comes_from_the_model_file_and_an_old_file_names_its_sta
     with pytest.raises(DataError, match=r"resnet18-scratch.pt: holds no per-epoch history.*"
                                         r"dvc repro -f train@resnet18-scratch"):
         history_csv({"state_dict": {}}, "models/resnet18-scratch.pt")
+
+
+def test_the_high_specificity_fallback_lies_above_every_score_whatever_their_scale():
+    """No threshold among the scores reaches 98 % specificity (10 % of the negatives tie
+    at the top score, as a regression score above 2 can): the point calls nothing
+    referable, so its specificity is 100 %, never the 90 % of the top score itself."""
+    truth = np.array([True] * 10 + [False] * 90)
+    score = np.concatenate([np.full(10, 3.7), np.full(9, 3.7), np.linspace(0.0, 3.0, 81)])
+    point = operating_points(truth, score)["high_specificity"]
+    assert point.threshold > score.max()
+    assert point.specificity == 100.0 and point.sensitivity == 0.0

@@ -70,14 +70,23 @@ def predict_with_tta(model: nn.Module, loader: DataLoader, device: torch.device,
 def average_outputs(passes: list[np.ndarray]) -> np.ndarray:
     """The mean of several passes' outputs: of the probabilities for 5 logits (returned
     as log-probabilities, so that argmax and softmax still apply), of the score for a
-    regression head."""
+    regression head.
+
+    The mean is taken in log space (log-sum-exp of the passes' log-softmax), so that a
+    probability too small for floating point (logits ``[120, 0, ...]``) gives a large
+    negative log-probability, not ``-inf``: finite inputs give finite outputs, and only
+    a pass that was itself NaN or infinite makes a row broken (``broken_rows``).
+    """
     if len(passes) == 1:
         return passes[0]
     if passes[0].shape[1] == 1:
         return np.mean(passes, axis=0)
-    probabilities = [np.exp(p - p.max(axis=1, keepdims=True)) for p in passes]
-    mean = np.mean([p / p.sum(axis=1, keepdims=True) for p in probabilities], axis=0)
-    return np.log(mean).astype(np.float32)
+    stacked = np.asarray(passes, dtype=np.float64)  # passes x images x grades
+    shifted = stacked - stacked.max(axis=2, keepdims=True)
+    log_softmax = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+    peak = log_softmax.max(axis=0)
+    log_mean = peak + np.log(np.exp(log_softmax - peak).mean(axis=0))
+    return log_mean.astype(np.float32)
 
 
 # The headline of every model, in the order reports show it (short names, one each:
