@@ -135,6 +135,7 @@ def predict(model_file: Path, photos: list[Path], out_csv: Path, device_name: st
     predictor = Predictor.load(model_file, device_name)
     rows: list[dict] = []
     pending: list[tuple[Path, np.ndarray]] = []
+    pictures = explanation_names(photos)
 
     def flush() -> None:
         if not pending:
@@ -144,7 +145,8 @@ def predict(model_file: Path, photos: list[Path], out_csv: Path, device_name: st
         graded = graded_rows(files, logits, predictor.checkpoint)
         rows.extend(graded)
         if maps is not None:
-            _write_explanations(explain_dir, files, pixels, maps, graded)
+            _write_explanations([explain_dir / pictures[path] for path in files], pixels,
+                                maps, graded)
         pending.clear()
 
     with counting("predict", len(photos)) as tick:
@@ -174,14 +176,28 @@ def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     write_text(path, out.getvalue())
 
 
-def _write_explanations(folder: Path, files: list[Path], pixels: np.ndarray,
-                        maps: np.ndarray, rows: list[dict]) -> None:
-    """``<stem>.png`` per photo; a stem met before (same name, other folder) gets ``-2``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for path, image, heat, row in zip(files, pixels, maps, rows):
-        target, copy = folder / f"{path.stem}.png", 2
-        while target.exists():
-            target, copy = folder / f"{path.stem}-{copy}.png", copy + 1
+def explanation_names(photos: list[Path]) -> dict[Path, str]:
+    """The Grad-CAM picture of each photo: ``<stem>.png``, and ``<stem>-2.png``,
+    ``<stem>-3.png`` ... for later photos of the same stem in this run (from other
+    folders). Chosen from the photos alone, never from what is on disk, so a rerun
+    replaces its own pictures."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in photos:
+        if path in names:
+            continue
+        name, copy = f"{path.stem}.png", 2
+        while name in taken:
+            name, copy = f"{path.stem}-{copy}.png", copy + 1
+        names[path] = name
+        taken.add(name)
+    return names
+
+
+def _write_explanations(targets: list[Path], pixels: np.ndarray, maps: np.ndarray,
+                        rows: list[dict]) -> None:
+    for target, image, heat, row in zip(targets, pixels, maps, rows):
+        target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             overlay(image, heat, grade_caption(row["grade"])).save(tmp, format="PNG")
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from retino.data.photos import downscale_pixels
 from retino.errors import DataError
-from retino.predict import find_photos, predict
+from retino.predict import explanation_names, find_photos, predict
 from retino.report.gradcam import explained_block, grad_cam
 from retino.train.checkpoints import load_checkpoint, model_from_checkpoint, save_checkpoint
 from retino.train.inputs import ToModel
@@ -174,3 +174,19 @@ def test_the_explained_block_is_the_last_with_enough_positions():
           512: {"layer4": (16, 16), "layer3": (32, 32), "layer2": (64, 64), "layer1": (128, 128)},
           32: {"layer4": (1, 1), "layer3": (2, 2), "layer2": (4, 4), "layer1": (8, 8)}}
     assert [explained_block(at[size]) for size in (96, 512, 32)] == ["layer3", "layer4", "layer1"]
+
+
+def test_a_rerun_of_explain_replaces_its_own_pictures(model_file, photos, tmp_path):
+    """Suffixes separate photos of one name within a run (two folders); a second run of
+    the same photos writes the same files again, never retina-2.png beside retina.png."""
+    found = [p for p in find_photos([photos]) if p.suffix == ".jpeg"][:1]
+    twin = tmp_path / "other" / found[0].name
+    twin.parent.mkdir()
+    twin.write_bytes(found[0].read_bytes())
+    for _ in range(2):
+        predict(model_file, [found[0], twin], tmp_path / "out.csv", "cpu", workers=1,
+                explain_dir=tmp_path / "explain")
+        assert sorted(p.name for p in (tmp_path / "explain").iterdir()) == [
+            f"{found[0].stem}-2.png", f"{found[0].stem}.png"]
+    assert explanation_names([Path("a/x.jpg"), Path("b/x.png"), Path("x-2.jpg")]) == {
+        Path("a/x.jpg"): "x.png", Path("b/x.png"): "x-2.png", Path("x-2.jpg"): "x-2-2.png"}
