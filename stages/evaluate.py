@@ -63,6 +63,8 @@ def main() -> None:
               "operating_points": at_operating_points(test.actual, test.logits,
                                                       checkpoint.get("operating_points", {})),
               "test_patient_leakage_percent": leakage, "head": checkpoint.get("head"),
+              "regression_loss": checkpoint.get("params", {}).get("train.regression_loss")
+              if checkpoint.get("head") == "regression" else None,
               "cuts": cuts, "tta": params.evaluate.tta,
               "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
               "weighted_loss": checkpoint["weighted_loss"]}

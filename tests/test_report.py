@@ -171,3 +171,23 @@ def test_the_high_specificity_fallback_lies_above_every_score_whatever_their_sca
     point = operating_points(truth, score)["high_specificity"]
     assert point.threshold > score.max()
     assert point.specificity == 100.0 and point.sensitivity == 0.0
+
+
+def test_a_regression_models_card_describes_its_head_loss_and_referable_score():
+    result = _result("resnet50-scratch")
+    result.report.update(head="regression", regression_loss="smooth_l1", weighted_loss=True,
+                         cuts=[0.61, 1.4, 2.55, 3.3])
+    card = model_card(result, {"image_size": 96, "test_patient_leakage_percent": 0.0,
+                               "class_counts": {s: {f"{g}-x": 1 for g in range(5)}
+                                                for s in ("train", "test")}}, {}, "abc")
+    for expected in ("one-output regression head", "cut-points between grades: 0.610, "
+                     "1.400, 2.550, 3.300", "loss: class-weighted smooth l1 loss on the grade",
+                     "thresholds on the regression score (grade scale)"):
+        assert expected in card.lower(), expected
+    for wrong in ("5-way", "cross-entropy", "p(grade >= 2)"):
+        assert wrong not in card.lower(), wrong
+    classifier = model_card(_result(), {"image_size": 96, "test_patient_leakage_percent": 0.0,
+                                        "class_counts": {s: {f"{g}-x": 1 for g in range(5)}
+                                                         for s in ("train", "test")}}, {}, "abc")
+    assert "5-way classification head" in classifier and "unweighted cross-entropy" in classifier
+    assert "thresholds on P(grade >= 2)" in classifier

@@ -70,6 +70,28 @@ def _data_lines(stats: dict, lock: dict) -> list[str]:
                "split)."), "", *table]
 
 
+HEAD_TEXT = {"classification": "5-way classification head (one logit per grade)",
+             "regression": "one-output regression head (a score on the grade scale, cut "
+                           "into grades at four cut-points tuned on validation for QWK)"}
+LOSS_TEXT = {"smooth_l1": "smooth L1 loss on the grade", "mse": "squared error (MSE) on "
+             "the grade", None: "cross-entropy"}
+REFERABLE_SCORE_TEXT = {"classification": "P(grade >= 2)",
+                        "regression": "the regression score (grade scale)"}
+
+
+def model_head(report: dict) -> str:
+    """``classification`` or ``regression``: the head the evaluated model has (older
+    reports, written before the regression head existed, hold no key)."""
+    return report.get("head") or "classification"
+
+
+def loss_text(report: dict) -> str:
+    """The training loss in words, with its weighting: ``class-weighted cross-entropy``."""
+    weighting = "class-weighted" if report["weighted_loss"] else "unweighted"
+    loss = report.get("regression_loss") if model_head(report) == "regression" else None
+    return f"{weighting} {LOSS_TEXT[loss]}"
+
+
 def _recipe_lines(result: ModelResult, lock: dict) -> list[str]:
     arch, init = result.name.split("-")
     params = _stage(lock, f"train@{result.name}").get("params", {}).get("params.yaml", {})
@@ -77,13 +99,15 @@ def _recipe_lines(result: ModelResult, lock: dict) -> list[str]:
               "of the frozen backbone, then every layer fine-tuned"
               if init == "pretrained" else "random initial weights, every layer trained")
     report = result.report
-    lines = [f"- {ARCH_NAMES[arch]} (torchvision), 5-way classification head; {recipe}.",
-             f"- Weights kept: epoch {report['chosen_epoch']} ({report['chosen_phase']}), "
-             "the best validation QWK; loss: "
-             + ("class-weighted" if report["weighted_loss"] else "unweighted")
-             + " cross-entropy.",
-             "- Params that made it (from `dvc.lock`):" if params else
-             "- Params: no dvc.lock entry for this model (run `dvc repro`)."]
+    head = model_head(report)
+    lines = [f"- {ARCH_NAMES[arch]} (torchvision), {HEAD_TEXT[head]}; {recipe}."]
+    if head == "regression" and report.get("cuts"):
+        lines.append("- Cut-points between grades: "
+                     + ", ".join(f"{cut:.3f}" for cut in report["cuts"]) + ".")
+    lines += [f"- Weights kept: epoch {report['chosen_epoch']} ({report['chosen_phase']}), "
+              f"the best validation QWK; loss: {loss_text(report)}.",
+              "- Params that made it (from `dvc.lock`):" if params else
+              "- Params: no dvc.lock entry for this model (run `dvc repro`)."]
     lines += [f"  - `{key}`: `{_yaml_text(value)}`"
               for key, value in sorted(_flatten(params).items())]
     return lines
@@ -119,8 +143,8 @@ def _metric_lines(report: dict) -> list[str]:
              "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
     points = report.get("operating_points", {})
     if points:
-        lines += ["Referable operating points, thresholds on P(grade >= 2) chosen on "
-                  "validation:", "", "| point | threshold | validation sens. / spec. | "
+        lines += [f"Referable operating points, thresholds on "
+                  f"{REFERABLE_SCORE_TEXT[model_head(report)]} chosen on validation:", "", "| point | threshold | validation sens. / spec. | "
                   "test sens. / spec. |", "|---|---:|---|---|"]
         lines += [f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | "
                   f"{number_text(p['validation_sensitivity'], 1)} / "
