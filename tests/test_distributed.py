@@ -11,9 +11,10 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from retino.errors import ParamsError
+from retino.errors import DataError, ParamsError
 from retino.train import distributed
-from retino.train.inputs import EpochBatches, make_loader, set_epoch
+from retino.train.inputs import EpochBatches, make_loader, set_epoch, to_device
+from retino.train.loop import batch_loss, make_criterion, scored_outputs, train_one_epoch
 from retino.train.models import build_model
 
 CPU = torch.device("cpu")
@@ -82,3 +83,175 @@ def test_too_small_a_batch_for_the_processes_is_refused(monkeypatch):
     distributed.check_batch_size("train.resnet18.batch_size", 8)
     with pytest.raises(ParamsError, match="train.gpus = 'all' needs CUDA devices"):
         distributed.requested_processes("all", CPU)
+
+
+# --- every process gets a share BatchNorm can use, whatever the last batch ---------
+
+def _shares(monkeypatch, size: int, batch_size: int, world: int) -> list[list[list[int]]]:
+    """Each rank's batches of epoch 0, as EpochBatches hands them out."""
+    shares = []
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", str(world))
+        shares.append(list(EpochBatches(size, batch_size, seed=1, sharded=True)))
+    return shares
+
+
+@pytest.mark.parametrize("world", [3, 4])
+@pytest.mark.parametrize("last", [1, 2, 3])
+def test_every_process_gets_two_images_of_every_batch_whatever_the_last_batch(
+        monkeypatch, world, last):
+    batch_size = 16  # the default: 818 fit images leave a last batch of 2
+    size = 3 * batch_size + last
+    shares = _shares(monkeypatch, size, batch_size, world)
+    assert len({len(batches) for batches in shares}) == 1  # the same number of steps
+    for step in zip(*shares):
+        assert min(len(share) for share in step) >= 2, step
+    assert sorted(i for batches in shares for batch in batches for i in batch) == \
+        list(range(size))  # every image once per epoch
+    monkeypatch.setenv("RANK", "0")
+    assert EpochBatches(size, batch_size, seed=1, sharded=True).images() == \
+        sum(len(batch) for batch in shares[0])
+
+
+def test_one_process_keeps_its_batches_and_too_few_images_for_the_processes_stop(monkeypatch):
+    """On one process only a last batch of a single image joins the one before, as
+    always (the default run's histories stay as they were)."""
+    assert [len(b) for b in EpochBatches(33, 16, seed=1)] == [16, 17]
+    assert [len(b) for b in EpochBatches(34, 16, seed=1)] == [16, 16, 2]
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(DataError, match="7 fit images cannot give each of 4 processes"):
+        EpochBatches(7, 16, seed=1, sharded=True)
+
+
+def _small_model(outputs: int) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, outputs))
+
+
+def _images(count: int, seed: int = 5) -> TensorDataset:
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(count, 3, 8, 8, generator=generator),
+                         torch.randint(0, 5, (count,), generator=generator))
+
+
+def _spawn(job, world: int, tmp_path) -> dict:
+    """Run ``job(rank)`` in ``world`` gloo processes; what each returned, by rank."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_process, args=(job, world, str(tmp_path / "rendezvous"), results),
+                 nprocs=world)
+        return dict(results)
+
+
+def _process(rank: int, job, world: int, init_file: str, results: dict) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world)
+    try:
+        results[rank] = job(rank)
+    finally:
+        dist.destroy_process_group()
+
+
+FIT_SIZES = (17, 18, 19)  # at batch 8: last batches of 1, 2 and 3 images
+
+
+def _epochs_of_each_fit_size(rank: int) -> list[float]:
+    """One training epoch per fit size, train-mode BatchNorm, the real loop."""
+    losses = []
+    for size in FIT_SIZES:
+        model = _small_model(5)
+        trained = distributed.wrap(model, CPU)
+        loader = make_loader(_images(size), 8, True, 0, CPU, seed=3, shard=True)
+        set_epoch(loader, 0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        loss, _ = train_one_epoch(trained.train(), loader, make_criterion(None, CPU),
+                                  optimizer, to_device(CPU), "epoch", sharded=True)
+        losses.append(loss)
+    return losses
+
+
+@pytest.mark.parametrize("world", [3, 4])
+def test_three_and_four_processes_train_on_every_fit_size(tmp_path, world):
+    results = _spawn(_epochs_of_each_fit_size, world, tmp_path)
+    for rank, losses in results.items():
+        assert all(torch.isfinite(torch.tensor(losses))), (rank, losses)
+    assert len({tuple(losses) for losses in results.values()}) == 1  # one summed loss
+
+
+# --- several processes compute one process's gradient -------------------------------
+
+WEIGHTS = (0.3, 3.0, 1.2, 8.0, 9.0)
+LOSSES = {"unweighted": (None, "classification"), "weighted": (WEIGHTS, "classification"),
+          "regression": (WEIGHTS, "regression")}
+BATCHES = {"even": 8, "uneven": 3}  # 8 images split 4/4; 3 images split 2/1
+
+
+def _gradients(loss: str, images: int, sharded: bool) -> dict[str, torch.Tensor]:
+    """Gradients of one step of the real loss on the first ``images`` images (this
+    process's share of them when ``sharded``); BatchNorm in eval mode, so exact."""
+    weights, head = LOSSES[loss]
+    model = _small_model(1 if head == "regression" else 5).eval()
+    trained = distributed.wrap(model, CPU) if sharded else model
+    inputs, grades = _images(images)[:]
+    if sharded:
+        share = distributed.shard(range(images))
+        inputs, grades = inputs[share], grades[share]
+    criterion = make_criterion(weights, CPU, head)
+    step, _ = batch_loss(criterion, trained(inputs), grades, sharded)
+    step.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def _all_gradients(rank: int) -> dict:
+    return {(loss, batch): _gradients(loss, images, sharded=True)
+            for loss in LOSSES for batch, images in BATCHES.items()}
+
+
+def test_two_processes_compute_one_process_gradient_for_every_loss_and_share(tmp_path):
+    sharded = _spawn(_all_gradients, 2, tmp_path)[0]
+    for (loss, batch), gradients in sharded.items():
+        alone = _gradients(loss, BATCHES[batch], sharded=False)
+        for name, gradient in alone.items():
+            torch.testing.assert_close(gradients[name], gradient, rtol=1e-5, atol=1e-7,
+                                       msg=lambda m, n=name: f"{loss}, {batch}, {n}: {m}")
+
+
+def test_the_epoch_loss_of_shares_adds_up_to_the_one_process_loss():
+    outputs = torch.randn(6, 5, generator=torch.Generator().manual_seed(2))
+    grades = torch.tensor([0, 1, 4, 2, 0, 3])
+    criterion = make_criterion(WEIGHTS, CPU)
+    loss, part = batch_loss(criterion, outputs, grades)
+    total, denominator = criterion.parts(outputs, grades)
+    torch.testing.assert_close(total / denominator, loss)
+    assert part == pytest.approx(loss.item() * 6)
+
+
+# --- the scores come from the model process 0 saves ---------------------------------
+
+def _train_then_score(rank: int) -> dict:
+    model = _small_model(5)
+    trained = distributed.wrap(model, CPU)
+    loader = make_loader(_images(24), 8, True, 0, CPU, seed=3, shard=True)
+    set_epoch(loader, 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train_one_epoch(trained.train(), loader, make_criterion(None, CPU), optimizer,
+                    to_device(CPU), "epoch", sharded=True)
+    scoring = make_loader(_images(10, seed=9), 4, False, 0, CPU, shard=True)
+    _, outputs = scored_outputs(model, scoring, to_device(CPU), sharded=True)
+    return {"state": {k: v.clone() for k, v in model.state_dict().items()},
+            "outputs": outputs}
+
+
+def test_sharded_scores_equal_one_process_scoring_of_process_0s_model(tmp_path):
+    results = _spawn(_train_then_score, 2, tmp_path)
+    model = _small_model(5)
+    model.load_state_dict(results[0]["state"])
+    _, alone = scored_outputs(model, make_loader(_images(10, seed=9), 4, False, 0, CPU),
+                              to_device(CPU))
+    for rank in results:
+        torch.testing.assert_close(torch.from_numpy(results[rank]["outputs"]),
+                                   torch.from_numpy(alone), rtol=1e-5, atol=1e-6)

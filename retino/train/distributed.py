@@ -7,11 +7,15 @@ What stays one recipe, whatever the number of processes:
 
 * every epoch's batches are drawn from (``train.run_seed``, epoch) as on one device,
   and each process takes every ``world``-th image of each batch, so the global batch
-  and the learning rate are those of params.yaml; DistributedDataParallel averages
-  the gradients;
+  and the learning rate are those of params.yaml; a last batch too small to give
+  every process ``MIN_BATCHNORM_IMAGES`` joins the one before;
+* each process divides its loss sum by the whole batch's denominator (``batch_loss``
+  in ``retino.train.loop``), so the gradients DistributedDataParallel averages are
+  those of one process on the whole batch;
 * BatchNorm is synchronised across processes on CUDA (SyncBatchNorm); on the CPU,
   where PyTorch has no SyncBatchNorm, each process normalises with its own share of
-  the batch;
+  the batch, and after each epoch takes process 0's running statistics
+  (``share_main_buffers``), so every process scores the model process 0 saves;
 * the stored features of the feature-extraction phase are computed in shards and
   gathered, then every process trains ``fc`` on all of them, identically;
 * validation and test are scored in shards and gathered, so every process sees the
@@ -69,13 +73,17 @@ def requested_processes(gpus: int | str, device: torch.device) -> int:
     return int(gpus)
 
 
+MIN_BATCHNORM_IMAGES = 2  # per process and batch: BatchNorm in train mode needs 2 or more
+
+
 def check_batch_size(key: str, batch_size: int) -> None:
     """Each process takes its share of every batch, and BatchNorm in train mode needs 2
     or more images; stop before any work otherwise."""
-    if batch_size < 2 * world_size():
+    smallest = MIN_BATCHNORM_IMAGES * world_size()
+    if batch_size < smallest:
         raise ParamsError(f"{key} = {batch_size} is too small for {world_size()} processes "
-                          f"(train.gpus): each needs 2 or more images of every batch; use "
-                          f"at least {2 * world_size()}")
+                          f"(train.gpus): each needs {MIN_BATCHNORM_IMAGES} or more images of "
+                          f"every batch; use at least {smallest}")
 
 
 def relaunch(processes: int, script: str, arguments: Sequence[str]) -> int:
@@ -130,6 +138,19 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
     return torch.nn.parallel.DistributedDataParallel(model)
+
+
+def share_main_buffers(model: torch.nn.Module) -> None:
+    """Process 0's buffers (BatchNorm's running statistics) on every process.
+
+    Without SyncBatchNorm (the CPU), each process updated its running statistics with
+    its own share of the last batches, after DistributedDataParallel had broadcast
+    them: the models then differ from the one process 0 saves, and so would their
+    shares of the validation and test scores."""
+    if not active():
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
 
 
 def rank_seed(seed: int) -> int:

@@ -208,43 +208,52 @@ class EpochBatches(Sampler[list[int]]):
     The order depends on nothing but ``set_epoch``: not on how many epochs this
     process has run, nor on DataLoader workers (a persistent-workers DataLoader
     draws its worker seed from its own generator once, which would shift a shared
-    stream after a resume). A last batch of a single image joins the one before,
-    because BatchNorm in train mode cannot normalise one value per channel.
+    stream after a resume). BatchNorm in train mode needs 2 or more images, on every
+    process of a multi-device run: a last batch too small to give each process 2
+    joins the one before (on one process, a last batch of a single image).
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, sharded: bool = False):
         self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
         self.sharded = sharded
+        processes = distributed.world_size() if sharded else 1
+        self.smallest = distributed.MIN_BATCHNORM_IMAGES * processes  # the images a batch needs
+        if sharded and size < self.smallest:
+            raise DataError(f"{size} fit images cannot give each of {processes} processes "
+                            f"(train.gpus) the {distributed.MIN_BATCHNORM_IMAGES} images BatchNorm needs "
+                            f"per batch: use at most {max(size // distributed.MIN_BATCHNORM_IMAGES, 1)} "
+                            "processes, or more data")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def batch_sizes(self) -> list[int]:
+        """The size of each batch of an epoch, over every process together."""
+        sizes = [self.batch_size] * (self.size // self.batch_size)
+        if self.size % self.batch_size:
+            sizes.append(self.size % self.batch_size)
+        if len(sizes) > 1 and sizes[-1] < self.smallest:
+            last = sizes.pop()
+            sizes[-1] += last
+        return sizes
+
     def __iter__(self) -> Iterator[list[int]]:
         order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch, 0))
-        batches = [order[i:i + self.batch_size].tolist()
-                   for i in range(0, self.size, self.batch_size)]
-        if len(batches) > 1 and len(batches[-1]) == 1:
-            single = batches.pop()
-            batches[-1] = batches[-1] + single
+        ends = np.cumsum(self.batch_sizes())
+        batches = [order[end - size:end].tolist()
+                   for end, size in zip(ends, self.batch_sizes())]
         if self.sharded:  # each process of a multi-device run: its share of every batch
             batches = [distributed.shard(batch) for batch in batches]
         return iter(batches)
 
     def __len__(self) -> int:
-        full, rest = divmod(self.size, self.batch_size)
-        return full + (rest > 1 or (rest == 1 and full == 0))
+        return len(self.batch_sizes())
 
     def images(self) -> int:
         """How many images one epoch hands this process."""
-        sizes = [self.batch_size] * (self.size // self.batch_size)
-        rest = self.size % self.batch_size
-        if rest == 1 and sizes:
-            sizes[-1] += 1
-        elif rest:
-            sizes.append(rest)
         if not self.sharded:
             return self.size
-        return sum(len(distributed.shard(range(size))) for size in sizes)
+        return sum(len(distributed.shard(range(size))) for size in self.batch_sizes())
 
 
 def loader_images(loader: DataLoader) -> int:

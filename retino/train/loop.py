@@ -18,7 +18,8 @@ from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
                             quadratic_weighted_kappa)
 from retino.progress import epoch_bar
 from retino.train.device import autocast
-from retino.train.distributed import gather_shards, sum_over_ranks
+from retino.train import distributed
+from retino.train.distributed import gather_shards
 from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
 from retino.train.recipe import TrainSettings
@@ -29,6 +30,25 @@ class Score(NamedTuple):
 
     accuracy: float  # %
     kappa: float  # quadratic weighted
+
+
+def summed_weights(weight: torch.Tensor | None, grades: torch.Tensor) -> torch.Tensor:
+    """The denominator of a batch's mean loss: its images' class weights added up, or its
+    image count when the loss is unweighted."""
+    if weight is None:
+        return torch.tensor(float(len(grades)), device=grades.device)
+    return weight[grades].sum()
+
+
+class GradeCrossEntropyLoss(nn.CrossEntropyLoss):
+    """``CrossEntropyLoss`` (the lab's loss, class-weighted or not) that can also give its
+    mean as (numerator, denominator), for a batch shared by several processes."""
+
+    def parts(self, outputs: torch.Tensor, grades: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        total = nn.functional.cross_entropy(outputs, grades, weight=self.weight,
+                                            reduction="sum")
+        return total, summed_weights(self.weight, grades)
 
 
 class GradeRegressionLoss(nn.Module):
@@ -49,6 +69,14 @@ class GradeRegressionLoss(nn.Module):
         weights = self.weight[grades]
         return (weights * losses).sum() / weights.sum()
 
+    def parts(self, outputs: torch.Tensor, grades: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean as (sum of the weighted losses, sum of the weights)."""
+        losses = self.per_image(outputs[:, 0], grades.to(outputs.dtype), reduction="none")
+        if self.weight is not None:
+            losses = self.weight[grades] * losses
+        return losses.sum(), summed_weights(self.weight, grades)
+
 
 def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
                    head: str = "classification", regression_loss: str = "smooth_l1") -> nn.Module:
@@ -58,7 +86,29 @@ def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
         list(class_weights), dtype=torch.float32, device=device)
     if head == "regression":
         return GradeRegressionLoss(regression_loss, weight)
-    return nn.CrossEntropyLoss(weight=weight)
+    return GradeCrossEntropyLoss(weight=weight)
+
+
+def batch_loss(criterion: nn.Module, outputs: torch.Tensor, grades: torch.Tensor,
+               sharded: bool = False) -> tuple[torch.Tensor, float]:
+    """The loss to backpropagate for one batch, and what it adds to the epoch's loss sum.
+
+    On one process: the criterion's mean, and that mean times the batch's images. With
+    ``sharded`` (this process holds its share of a batch of several processes), the
+    gradient must be the one of a single process on the whole batch: each process
+    divides its (weighted) loss sum by the denominator over *every* process (the sum
+    of the weights, or the image count), times the process count, because
+    DistributedDataParallel averages the gradients. Its part of the loss sum is its
+    share of the batch's mean times the batch's images, so the parts add up to the
+    one-process sum."""
+    if not sharded:
+        loss = criterion(outputs, grades)
+        return loss, loss.item() * len(grades)
+    total, denominator = criterion.parts(outputs, grades)
+    batch_denominator, batch_images = distributed.sum_over_ranks(
+        [float(denominator), float(len(grades))])
+    loss = total * (distributed.world_size() / batch_denominator)
+    return loss, total.item() / batch_denominator * batch_images
 
 
 def batch_grades(outputs: torch.Tensor) -> torch.Tensor:
@@ -87,15 +137,16 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             labels = labels.to(device, non_blocking=True)
             with autocast(device):
                 logits = model(inputs)
-                loss = criterion(logits.float(), labels)
+                loss, loss_part = batch_loss(criterion, logits.float(), labels, sharded)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             correct = int((batch_grades(logits.float()) == labels).sum())
-            bar.update(len(labels), loss.item() * len(labels), correct)
+            bar.update(len(labels), loss_part, correct)
     loss_sum, correct, images = bar.loss_sum, bar.correct, bar.images
     if sharded:
-        loss_sum, correct, images = sum_over_ranks([loss_sum, correct, images])
+        distributed.share_main_buffers(model)  # the model process 0 saves, everywhere
+        loss_sum, correct, images = distributed.sum_over_ranks([loss_sum, correct, images])
     return loss_sum / images, 100.0 * correct / images
 
 
@@ -112,14 +163,22 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
     return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
 
 
+def scored_outputs(model: nn.Module, loader: DataLoader, prepare: Prepare,
+                   sharded: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(actual labels, outputs) of ``model`` over ``loader``; with ``sharded``, every
+    process's share gathered in order, so all hold the outputs of the whole set."""
+    device = next(model.parameters()).device
+    actual, outputs = predict_logits(model, loader, device, prepare)
+    if sharded:
+        actual, outputs = gather_shards(actual), gather_shards(outputs)
+    return actual, outputs
+
+
 def score(model: nn.Module, loader: DataLoader, prepare: Prepare, sharded: bool = False
           ) -> Score:
     """Accuracy and quadratic weighted kappa of ``model`` on ``loader`` (with
     ``sharded``, on every process's share gathered: all see the same score)."""
-    device = next(model.parameters()).device
-    actual, logits = predict_logits(model, loader, device, prepare)
-    if sharded:
-        actual, logits = gather_shards(actual), gather_shards(logits)
+    actual, logits = scored_outputs(model, loader, prepare, sharded)
     predicted = predicted_grades(logits)  # regression: halfway cuts while training
     return Score(accuracy_percent(actual, predicted), quadratic_weighted_kappa(actual, predicted))
 
