@@ -232,3 +232,68 @@ def tune_cuts(actual: np.ndarray, scores: np.ndarray, rounds: int = 4) -> tuple[
         if not improved:
             break
     return tuple(float(c) for c in cuts)
+
+
+class Decisions(NamedTuple):
+    """What a model's outputs on validation decide for every later set: the regression
+    head's cut-points (None for 5 logits, or for broken outputs) and the referable
+    operating points (empty when there are none)."""
+
+    cuts: tuple[float, ...] | None
+    operating_points: dict[str, OperatingPoint]
+
+
+def fit_decisions(actual: np.ndarray, outputs: np.ndarray) -> Decisions:
+    """The cut-points (regression head: tuned for QWK) and the referable operating points
+    of ``outputs`` on the validation split; none for outputs with broken rows."""
+    if broken_rows(outputs):
+        return Decisions(None, {})
+    cuts = tune_cuts(actual, outputs[:, 0]) if outputs.shape[1] == 1 else None
+    return Decisions(cuts, operating_points(actual >= REFERABLE_GRADE, referable_score(outputs)))
+
+
+# --- a model that learned nothing ----------------------------------------------------
+ONE_GRADE_SHARE = 95.0  # % of validation predictions in one grade: (almost) a constant
+
+
+class LearnedNothing(NamedTuple):
+    """A model that grades (almost) everything alike: its most predicted grade, that
+    grade's share of its validation predictions, and the QWK figure judged."""
+
+    grade: int
+    share: float  # %
+    qwk_low: float | None  # the lower end of the QWK's interval, or the QWK itself
+
+
+def learned_nothing(validation_predicted: np.ndarray, qwk_low: float | None
+                    ) -> LearnedNothing | None:
+    """The verdict when (almost) all validation predictions are one grade
+    (``ONE_GRADE_SHARE``) or the QWK is not above 0 (``qwk_low``: the lower end of its
+    95 % interval, or the figure itself where there is no interval); else None."""
+    counts = np.bincount(np.asarray(validation_predicted, dtype=np.int64), minlength=NUM_CLASS)
+    grade = int(counts.argmax())
+    share = float(100.0 * counts[grade] / max(counts.sum(), 1))
+    if share >= ONE_GRADE_SHARE or _flat_kappa(qwk_low):
+        return LearnedNothing(grade, share, qwk_low)
+    return None
+
+
+def _flat_kappa(qwk_low: float | None) -> bool:
+    return qwk_low is not None and not qwk_low > 0  # NaN: not above 0 either
+
+
+WHAT_USUALLY_HELPS = ("ImageNet weights (the pretrained runs), train.weighted_loss: true, "
+                      "train.head: regression, a higher train.<arch>.lr or more epochs")
+
+
+def learned_nothing_text(name: str, verdict: LearnedNothing) -> str:
+    """The verdict in words, what it rests on, and what usually helps."""
+    grounds = []
+    if verdict.share >= ONE_GRADE_SHARE:
+        grounds.append(f"{verdict.share:.1f} % of its validation predictions are grade "
+                       f"{verdict.grade}")
+    if _flat_kappa(verdict.qwk_low):
+        grounds.append(f"its QWK is not above 0 ({verdict.qwk_low:.3f})")
+    return (f"{name} learned nothing beyond always predicting grade {verdict.grade} "
+            f"({GRADES[verdict.grade]}): {'; '.join(grounds)}. Its accuracy is then the "
+            f"share of that grade, not skill. What usually helps: {WHAT_USUALLY_HELPS}.")

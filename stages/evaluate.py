@@ -7,6 +7,8 @@ heatmap; a Grad-CAM gallery of right and wrong test photos per grade.
 
 With evaluate.pair_eyes, each eye is also graded from both eyes' outputs (a model
 fitted on validation; a leaky split is refused before any work), reported beside.
+Cut-points, operating points and the two-eye model are fitted on validation outputs
+made as the test outputs are: with evaluate.tta: flips, flip-averaged ones too.
 
 Reads params.yaml: evaluate.batch_size, evaluate.tta (none | flips),
 evaluate.pair_eyes (true | false), compute.device (auto | cpu | cuda) and
@@ -20,10 +22,12 @@ import torch
 from retino.atomic import write_json, write_text
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.grading import broken_rows, predicted_grades
+from retino.grading import (LearnedNothing, broken_rows, fit_decisions,
+                            learned_nothing_text, predicted_grades)
 from retino.report.evaluation import (at_operating_points, evaluation_report, history_csv,
-                                      patient_bootstrap, patient_leakage_percent,
-                                      predict_test_split, prediction_rows)
+                                      learned_nothing_report, patient_bootstrap,
+                                      patient_leakage_percent, predict_test_split,
+                                      predict_validation_split, prediction_rows)
 from retino.report.pairing import paired_eyes_report, refuse_leaky_split
 from retino.report.figures import confusion_heatmap
 from retino.report.gallery import gallery
@@ -46,30 +50,33 @@ def main() -> None:
     leakage = patient_leakage_percent(args.data)
     if params.evaluate.pair_eyes:
         refuse_leaky_split(leakage)  # before any work
-    test = predict_test_split(args.model, args.data, params.compute.device,
-                              params.evaluate.batch_size, params.compute.loader_workers,
-                              params.evaluate.tta)
+    settings = (params.evaluate.batch_size, params.compute.loader_workers, params.evaluate.tta)
+    test = predict_test_split(args.model, args.data, params.compute.device, *settings)
     checkpoint, names = test.checkpoint, test.images.names
     history = history_csv(checkpoint, args.model)
+    validation = predict_validation_split(test, args.model, args.data, *settings)
     broken = broken_rows(test.logits)
     if broken:
         console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
                       f"{broken} of {len(names)} test images: its figures are those of a "
                       "broken model (see its train stage's warning)")
-    cuts = checkpoint.get("cuts")
+    # fitted on validation outputs made as the test outputs are (with or without TTA)
+    decisions = fit_decisions(validation.grades, validation.outputs)
+    cuts = decisions.cuts
     predicted = predicted_grades(test.logits, cuts)
     report = {**evaluation_report(test.actual, test.logits, cuts),
               "ci95": patient_bootstrap(test.actual, test.logits, names, cuts),
               "operating_points": at_operating_points(test.actual, test.logits,
-                                                      checkpoint.get("operating_points", {})),
+                                                      decisions.operating_points),
               "test_patient_leakage_percent": leakage, "head": checkpoint.get("head"),
               "regression_loss": checkpoint.get("params", {}).get("train.regression_loss")
               if checkpoint.get("head") == "regression" else None,
-              "cuts": cuts, "tta": params.evaluate.tta,
+              "cuts": list(cuts) if cuts else None, "tta": params.evaluate.tta,
               "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
               "weighted_loss": checkpoint["weighted_loss"]}
+    report["learned_nothing"] = learned_nothing_report(validation, cuts, report["ci95"]["qwk"])
     if params.evaluate.pair_eyes:
-        report["paired_eyes"] = paired_eyes_report(checkpoint, test.actual, test.logits, names)
+        report["paired_eyes"] = paired_eyes_report(validation, test.actual, test.logits, names)
     write_text(args.history_out, history)
     write_json(args.metrics_out, report)
     write_json(args.predictions_out, prediction_rows(test.actual, predicted))
@@ -81,6 +88,10 @@ def main() -> None:
                   f"{report['baseline_acc']:.1f} %), QWK {report['qwk']:.3f}, balanced "
                   f"accuracy {report['bacc']:.1f} %, referable sensitivity "
                   f"{report['ref_sens']:.1f} % / specificity {report['ref_spec']:.1f} %")
+    if report["learned_nothing"]:
+        verdict = LearnedNothing(**report["learned_nothing"])
+        console.print(f"[bold yellow]warning:[/] {learned_nothing_text(name, verdict)}",
+                      soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from retino.stage import catching_interrupts, run_stage, stage_parser
 from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
 from retino.train.device import configure_backends, resolve_device
-from retino.train.fit import TrainResult, fit, history_rows, validation_decisions
+from retino.train.fit import (TrainResult, fit, history_rows, training_verdict,
+                              validation_decisions)
 from retino.train.inputs import load_stats, load_train_data
 from retino.train.models import build_model, weights_enum, weights_source
 from retino.train.recipe import train_settings
@@ -116,6 +117,9 @@ def main() -> None:
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
                   f" chose epoch {result.best_epoch} ({best.phase}) on validation QWK "
                   f"{best.val_qwk:.3f}; its test accuracy {best.acc_test:.1f} %")
+    verdict = training_verdict(run_name(arch, init), decisions)
+    if verdict:
+        console.print(f"[bold yellow]warning:[/] {verdict}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from retino.data.photos import downscale_pixels, graham
 from retino.errors import DataError, TrainingDiverged
 from retino.grading import (DEFAULT_CUTS, broken_rows, predicted_grades,
                             quadratic_weighted_kappa, referable_score, tune_cuts)
+from retino import grading
 from retino.report import evaluation
 from retino.report.pairing import fit_pair_model, partners, refuse_leaky_split
 from retino.train import fit as fit_module
@@ -46,13 +47,13 @@ def test_tuned_cut_points_beat_halfway_cuts_and_match_a_brute_force_search():
 def test_cut_points_are_tuned_on_validation_never_on_test(tiny_dataset, monkeypatch):
     data = load_train_data(tiny_dataset, MEAN, STD, validation_fraction=0.3, seed=0)
     seen = {}
-    real = fit_module.tune_cuts
+    real = grading.tune_cuts
 
     def spy(actual, scores):
         seen["actual"] = actual.copy()
         return real(actual, scores)
 
-    monkeypatch.setattr(fit_module, "tune_cuts", spy)
+    monkeypatch.setattr(grading, "tune_cuts", spy)
     torch.manual_seed(0)
     settings = TrainSettings(init="scratch", epochs_feature_extraction=1, epochs_fine_tuning=1,
                              batch_size=8, lr=0.01, momentum=0.9, weight_decay=0,

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 from retino.grading import GRADES
-from retino.report.comparison import ModelResult, number_text, with_interval
+from retino.report.comparison import ModelResult, number_text, verdict_text, with_interval
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
 LIMITS_SYNTHETIC = (
@@ -154,6 +154,11 @@ def _metric_lines(report: dict) -> list[str]:
     return lines
 
 
+def _verdict_lines(result: ModelResult) -> list[str]:
+    verdict = verdict_text(result)
+    return [f"**Warning: {verdict}**", ""] if verdict else []
+
+
 def model_card(result: ModelResult, stats: dict, lock: dict, revision: str) -> str:
     """The Markdown card of one model."""
     train, evaluate = _stage(lock, f"train@{result.name}"), _stage(lock,
@@ -177,6 +182,7 @@ def model_card(result: ModelResult, stats: dict, lock: dict, revision: str) -> s
                 "the model to new photos with its own preprocessing.", "",
                 "## Data", "", *_data_lines(stats, lock), "",
                 "## Recipe", "", *_recipe_lines(result, lock), "",
-                "## Test results", "", *_metric_lines(result.report), "",
+                "## Test results", "", *_verdict_lines(result), *_metric_lines(result.report),
+                "",
                 "## Provenance", "", *provenance, ""]
     return "\n".join(sections)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from retino.grading import LearnedNothing, learned_nothing_text
 from retino.params import ARCHS, INITS, run_code, run_name
 from retino.progress import console, print_table
 
@@ -133,9 +134,20 @@ def leakage_warning(results: list[ModelResult]) -> str | None:
             "optimistic. Set data.resplit: true in params.yaml for a patient-level split.")
 
 
+def verdict_text(result: ModelResult) -> str | None:
+    """In words, when evaluate found that the model learned nothing beyond one grade."""
+    verdict = result.report.get("learned_nothing")
+    return learned_nothing_text(result.name, LearnedNothing(**verdict)) if verdict else None
+
+
 def print_summary(results: list[ModelResult]) -> None:
-    """The summary table, and the leakage warning where there is leakage."""
+    """The summary table, a line for each model that learned nothing, and the leakage
+    warning where there is leakage."""
     print_table(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))
+    for result in results:
+        verdict = verdict_text(result)
+        if verdict:
+            console.print(f"[bold yellow]{verdict}[/]", soft_wrap=True)
     warning = leakage_warning(results)
     if warning:
         console.print(f"[yellow]{warning}[/]")

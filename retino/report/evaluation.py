@@ -15,11 +15,12 @@ from torch.utils.data import DataLoader
 from retino.data.layout import read_layout
 from retino.data.splits import patient_leakage, patient_of
 from retino.errors import DataError
-from retino.grading import (REFERABLE_GRADE, accuracy_percent, at_threshold,
-                            balanced_accuracy_percent, confusion_counts, macro_f1,
-                            majority_baseline_percent, per_class_recall_precision, per_grade,
-                            predicted_grades, quadratic_weighted_kappa, referable_score,
-                            referable_scores, row_normalised)
+from retino.grading import (REFERABLE_GRADE, OperatingPoint, accuracy_percent,
+                            at_threshold, balanced_accuracy_percent, confusion_counts,
+                            learned_nothing, macro_f1, majority_baseline_percent,
+                            per_class_recall_precision, per_grade, predicted_grades,
+                            quadratic_weighted_kappa, referable_score, referable_scores,
+                            row_normalised)
 from retino.train.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.train.device import resolve_device
 from retino.train.inputs import ImageArray, ToModel, make_loader
@@ -54,6 +55,53 @@ def predict_test_split(model_file: str | Path, data_folder: str | Path, device_n
     actual, outputs = predict_with_tta(model, make_loader(images, batch_size, False, workers,
                                                           device), device, to_model, tta)
     return SplitPredictions(checkpoint, model, to_model, images, actual, outputs)
+
+
+@dataclass(frozen=True)
+class ValidationOutputs:
+    """A model's outputs on its validation split, made as its test outputs are."""
+
+    names: list[str]
+    grades: np.ndarray
+    outputs: np.ndarray
+
+
+def predict_validation_split(test: SplitPredictions, model_file: str | Path,
+                             data_folder: str | Path, batch_size: int, workers: int,
+                             tta: str = "none") -> ValidationOutputs:
+    """The outputs on the validation images the train stage held out (named in the model
+    file), made the way ``test``'s were: the single-pass outputs train stored, or, with
+    ``tta="flips"``, flip-averaged outputs computed here from the train split's arrays.
+    Whatever is applied to test outputs (cut-points, operating points, the two-eye
+    model) is fitted on these."""
+    stored = test.checkpoint.get("validation")
+    if stored is None:
+        raise DataError(f"{model_file}: holds no validation outputs (a model file of an "
+                        "older retino); train it again: "
+                        f"dvc repro -f train@{Path(model_file).stem}")
+    if tta == "none":
+        return ValidationOutputs(list(stored["names"]), np.asarray(stored["grades"]),
+                                 stored["outputs"].numpy())
+    images = held_out_images(ImageArray.from_split(data_folder, "train"), stored["names"],
+                             model_file, data_folder)
+    device = next(test.model.parameters()).device
+    actual, outputs = predict_with_tta(test.model, make_loader(images, batch_size, False,
+                                                               workers, device),
+                                       device, test.to_model, tta)
+    return ValidationOutputs(list(images.names), actual, outputs)
+
+
+def held_out_images(train: ImageArray, names: list[str], model_file: str | Path,
+                    data_folder: str | Path) -> ImageArray:
+    """The images of the train split called ``names``, in that order."""
+    rows = {name: index for index, name in enumerate(train.names)}
+    missing = [name for name in names if name not in rows]
+    if missing:
+        raise DataError(f"{model_file}: {len(missing)} of its validation images (first: "
+                        f"{missing[0]}) are not in the train split of {data_folder}: the "
+                        "model was trained on other data; train it again: "
+                        f"dvc repro -f train@{Path(model_file).stem}")
+    return train.subset([rows[name] for name in names])
 
 
 def predict_with_tta(model: nn.Module, loader: DataLoader, device: torch.device,
@@ -164,18 +212,27 @@ def _interval(values: list[float]) -> list[float]:
     return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
 
 
-def at_operating_points(actual: np.ndarray, outputs: np.ndarray, points: dict) -> dict:
-    """Test sensitivity/specificity (%) at the referable operating points that train
-    chose on validation (``{name: {"threshold": ...}}`` from the checkpoint)."""
+def at_operating_points(actual: np.ndarray, outputs: np.ndarray,
+                        points: dict[str, OperatingPoint]) -> dict:
+    """Test sensitivity/specificity (%) at the referable operating points chosen on
+    validation, beside their validation figures."""
     truth, score = actual >= REFERABLE_GRADE, referable_score(outputs)
     report = {}
     for name, point in points.items():
-        sensitivity, specificity = at_threshold(truth, score, point["threshold"])
-        report[name] = {"threshold": point["threshold"], "sensitivity": sensitivity,
+        sensitivity, specificity = at_threshold(truth, score, point.threshold)
+        report[name] = {"threshold": point.threshold, "sensitivity": sensitivity,
                         "specificity": specificity,
-                        "validation_sensitivity": point["sensitivity"],
-                        "validation_specificity": point["specificity"]}
+                        "validation_sensitivity": point.sensitivity,
+                        "validation_specificity": point.specificity}
     return report
+
+
+def learned_nothing_report(validation: ValidationOutputs, cuts: tuple | None,
+                           qwk_interval: list[float]) -> dict | None:
+    """``learned_nothing`` of the validation predictions and the test QWK's interval, as
+    written to the metrics file (None for a model that learned something)."""
+    verdict = learned_nothing(predicted_grades(validation.outputs, cuts), qwk_interval[0])
+    return verdict._asdict() if verdict else None
 
 
 def history_csv(checkpoint: dict[str, Any], model_file: str | Path) -> str:

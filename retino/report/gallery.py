@@ -33,6 +33,16 @@ def chosen_photos(actual: np.ndarray, predicted: np.ndarray) -> list[list[int]]:
     return rows
 
 
+def explained_maps(model: nn.Module, to_model: ToModel, pixels: np.ndarray,
+                   predicted: np.ndarray) -> np.ndarray:
+    """Grad-CAM maps of the grades the gallery shows (after cut-points or test-time
+    augmentation, which can differ from the unflipped photo's highest logit): the
+    evidence for that grade's logit, or for the regression score itself."""
+    regression = model.fc.out_features == 1  # its one output is what is explained
+    target = None if regression else torch.as_tensor(predicted, dtype=torch.long)
+    return grad_cam(model, to_model(torch.from_numpy(pixels)), target)[0]
+
+
 def gallery(model: nn.Module, images: ImageArray, to_model: ToModel, predicted: np.ndarray,
             title: str, path: str | Path) -> None:
     """Write the gallery of ``model`` on the test ``images`` to ``path`` (PNG)."""
@@ -41,7 +51,7 @@ def gallery(model: nn.Module, images: ImageArray, to_model: ToModel, predicted: 
                                 figsize=(2.6 * 2 * PER_KIND, 2.8 * NUM_CLASS))
     for grade, indices in enumerate(rows):
         pixels = np.stack([images[i][0].numpy() for i in indices]) if indices else None
-        maps = grad_cam(model, to_model(torch.from_numpy(pixels)))[0] if indices else []
+        maps = explained_maps(model, to_model, pixels, predicted[indices]) if indices else []
         for column, cell in enumerate(axes[grade]):
             cell.set_xticks([])
             cell.set_yticks([])

@@ -22,7 +22,7 @@ from retino.data.splits import patient_of
 from retino.errors import DataError
 from retino.grading import (NUM_CLASS, broken_rows, predicted_grades, referable_score,
                             tune_cuts)
-from retino.report.evaluation import headline_metrics, patient_bootstrap
+from retino.report.evaluation import ValidationOutputs, headline_metrics, patient_bootstrap
 
 
 def eye_scores(outputs: np.ndarray) -> np.ndarray:
@@ -89,16 +89,11 @@ def refuse_leaky_split(leakage_percent: float) -> None:
             "data.resplit: true (split by patient) or evaluate.pair_eyes: false")
 
 
-def paired_eyes_report(checkpoint: dict, actual: np.ndarray, outputs: np.ndarray,
-                       names: list[str]) -> dict:
+def paired_eyes_report(validation: ValidationOutputs, actual: np.ndarray,
+                       outputs: np.ndarray, names: list[str]) -> dict:
     """The headline and its intervals when each test eye is graded from both eyes, with
-    the model fitted on the validation outputs stored in ``checkpoint``."""
-    validation = checkpoint.get("validation")
-    if validation is None:
-        raise DataError("this model file holds no validation outputs to fit the two-eye "
-                        "model on; rerun its train stage (dvc repro -f train@<arch>-<init>)")
-    model = fit_pair_model(validation["names"], np.asarray(validation["grades"]),
-                           validation["outputs"].numpy())
+    the model fitted on ``validation`` (outputs made as the test ``outputs`` were)."""
+    model = fit_pair_model(validation.names, validation.grades, validation.outputs)
     scores = model.scores(names, outputs)
     return {**headline_metrics(actual, predicted_grades(scores, model.cuts),
                                referable_score(scores)),

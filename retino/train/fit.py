@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from retino.errors import TrainingDiverged
-from retino.grading import (REFERABLE_GRADE, broken_rows, operating_points,
-                            referable_score, tune_cuts)
+from retino.grading import (broken_rows, fit_decisions, learned_nothing,
+                            learned_nothing_text, predicted_grades, quadratic_weighted_kappa)
 from retino.progress import console
 from retino.train import distributed
 from retino.train.device import memory_format
@@ -149,8 +149,9 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
                          device: torch.device) -> dict:
     """What the chosen weights decide on the validation split, never on test: the
     regression head's cut-points (tuned for QWK), the referable operating points
-    (thresholds on the referable score), and the validation outputs themselves, from
-    which evaluate fits its two-eye model. Stored in the model file."""
+    (thresholds on the referable score), and the validation outputs themselves (from
+    which evaluate fits its decisions again when it averages test outputs over flips,
+    and its two-eye model). Stored in the model file."""
     loader = make_loader(data.validation, max(settings.batch_size, SCORING_BATCH), False,
                          settings.num_workers, device)
     actual, outputs = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
@@ -159,12 +160,21 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
     broken = broken_rows(outputs)
     if broken:
         warn_broken_outputs(broken, len(outputs))
-        return {"cuts": None, "operating_points": {}, "validation": validation}
-    cuts = tune_cuts(actual, outputs[:, 0]) if settings.head == "regression" else None
-    points = operating_points(actual >= REFERABLE_GRADE, referable_score(outputs))
-    return {"cuts": list(cuts) if cuts else None,
-            "operating_points": {name: point._asdict() for name, point in points.items()},
+    decisions = fit_decisions(actual, outputs)
+    return {"cuts": list(decisions.cuts) if decisions.cuts else None,
+            "operating_points": {name: point._asdict()
+                                 for name, point in decisions.operating_points.items()},
             "validation": validation}
+
+
+def training_verdict(name: str, decisions: dict) -> str | None:
+    """In words, when the chosen weights learned nothing beyond one grade on validation
+    (judged on the validation QWK itself: there is no interval at this point)."""
+    validation = decisions["validation"]
+    actual = np.asarray(validation["grades"])
+    predicted = predicted_grades(validation["outputs"].numpy(), decisions["cuts"])
+    verdict = learned_nothing(predicted, quadratic_weighted_kappa(actual, predicted))
+    return learned_nothing_text(name, verdict) if verdict else None
 
 
 def warn_broken_outputs(broken: int, images: int) -> None:
