@@ -16,6 +16,7 @@ other. Nothing in the pipeline imports this module.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +28,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from retino.data.layout import IMAGE_FOLDER, csv_paths, image_path, read_split
-from retino.data.stats import STATS_FILE, channel_moments, load_stats
+from retino.atomic import write_json
+from retino.data.stats import channel_moments
 from retino.errors import DataError
 from retino.grading import NUM_CLASS, accuracy_percent, confusion_counts, row_normalised
 from retino.progress import console, counting
@@ -83,11 +85,13 @@ class RetinopathyLoader(FundusImages):
     * the path is ``<img_path>/<name>.jpeg``; the skeleton's ``' .jpeg'`` added a space;
     * ``ToTensor`` runs before ``Normalize``, which needs a tensor;
     * random flips only in ``mode='train'``; the test split is never augmented;
-    * normalisation uses exact train statistics: ``mean``/``std`` when given, else
-      those of compute-stats (``stats_file``, by default ``metrics/data_stats.json``
-      when it exists), else computed here from the images the train CSV lists
-      (decoded once, summed exactly, remembered for the next call), so the lab's
-      script runs as it is in a folder with no pipeline around it.
+    * normalisation uses exact train statistics *of the images it serves* (decoded as
+      they are, not cropped or resized): ``mean``/``std`` when given, else a statistics
+      file that records that it describes these photos (``stats_file``, as
+      ``write_photo_statistics`` writes one), else computed here from the images the
+      train CSV lists (decoded once, summed exactly, remembered for the next call).
+      ``metrics/data_stats.json`` is never used: it describes the pipeline's cropped,
+      padded, resized (perhaps Graham-preprocessed) arrays, not these photos.
     """
 
     def __init__(self, img_path: str | Path, mode: str, mean: Sequence[float] | None = None,
@@ -103,14 +107,44 @@ class RetinopathyLoader(FundusImages):
 
 
 _computed_statistics: dict[tuple, tuple] = {}
+PHOTO_STATISTICS = "photos as RetinopathyLoader serves them"  # what such a file describes
 
 
 def _normalisation(img_path: Path, stats_file: str | Path | None) -> tuple:
-    """(mean, std) from ``stats_file``, else the default stats file, else the images."""
-    if stats_file is not None or STATS_FILE.is_file():
-        stats = load_stats(stats_file if stats_file is not None else STATS_FILE)
-        return stats.mean, stats.std
-    return train_statistics(img_path)
+    """(mean, std) from ``stats_file`` (when it describes these photos), else computed
+    from the images themselves."""
+    if stats_file is None:
+        return train_statistics(img_path)
+    return read_photo_statistics(Path(stats_file), img_path)
+
+
+def read_photo_statistics(stats_file: Path, img_path: Path) -> tuple:
+    """(mean, std) of a file ``write_photo_statistics`` wrote for ``img_path``; any other
+    file (compute-stats' describes the pipeline's arrays) is refused, saying why."""
+    if not stats_file.is_file():
+        raise FileNotFoundError(f"{stats_file}: not found; write one with "
+                                "retino.lab.write_photo_statistics(img_path, stats_file), "
+                                "pass mean= and std=, or leave stats_file out")
+    document = json.loads(stats_file.read_text(encoding="utf-8"))
+    folder = str(img_path.resolve())
+    if document.get("describes") != PHOTO_STATISTICS or document.get("folder") != folder:
+        what = (f"{document['describes']} of {document.get('folder')}"
+                if "describes" in document else
+                "the pipeline's cropped, padded and resized arrays (compute-stats)")
+        raise DataError(f"{stats_file}: describes {what}, not the photos of {folder} that "
+                        "RetinopathyLoader serves; normalising with it would shift every "
+                        "input. Leave stats_file out (the loader computes the statistics of "
+                        "its photos), or pass mean= and std=")
+    return tuple(document["mean"]), tuple(document["std"])
+
+
+def write_photo_statistics(img_path: str | Path, stats_file: str | Path) -> None:
+    """Write the exact train mean/std of the photos in ``img_path`` (``train_statistics``)
+    to ``stats_file``, marked as describing them, for ``RetinopathyLoader(stats_file=)``."""
+    mean, std = train_statistics(img_path)
+    write_json(stats_file, {"describes": PHOTO_STATISTICS,
+                            "folder": str(Path(img_path).resolve()),
+                            "mean": list(mean), "std": list(std)})
 
 
 def train_statistics(img_path: str | Path) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -121,8 +155,8 @@ def train_statistics(img_path: str | Path) -> tuple[tuple[float, ...], tuple[flo
     key = (str(img_path.resolve()), train_csv.stat().st_mtime_ns if train_csv.is_file() else 0)
     if key not in _computed_statistics:
         split = read_split(img_path.parent, "train")
-        console.print(f"no statistics file ({STATS_FILE} not found): computing the exact "
-                      f"train mean/std from the {len(split)} images of {train_csv}")
+        console.print(f"computing the exact train mean/std of the {len(split)} photos "
+                      f"{train_csv} lists, as this loader serves them (once per folder)")
         with counting("train statistics", len(split)) as tick:
             moments = channel_moments((np.asarray(_open_rgb(image_path(img_path, name)))[None]
                                        for name in split.names), tick)

@@ -1,13 +1,17 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms
 
-from retino.data.arrays import array_path
-from retino.data.layout import read_split
+from retino.data.arrays import array_path, iter_chunks
+from retino.data.layout import read_layout, read_split
+from retino.data.stats import channel_moments, stats_document
 from retino.data.splits import patient_of
 from retino.errors import DataError
-from retino.lab import RetinopathyLoader
+from retino.lab import RetinopathyLoader, train_statistics, write_photo_statistics
 from retino.train.inputs import ImageArray, ToModel, load_train_data
 from tests.conftest import rgb_pixels
 
@@ -45,8 +49,37 @@ def test_train_mode_flips(tiny_raw):
 
 
 def test_missing_stats_file_says_how_to_make_it(tiny_raw, tmp_path):
-    with pytest.raises(FileNotFoundError, match="dvc repro compute-stats"):
+    with pytest.raises(FileNotFoundError, match="write one with "
+                                                r"retino.lab.write_photo_statistics"):
         RetinopathyLoader(tiny_raw / "data", "test", stats_file=tmp_path / "none.json")
+
+
+def test_the_lab_loader_normalises_with_statistics_of_the_photos_it_serves(
+        tiny_raw, tiny_dataset, tmp_path, monkeypatch):
+    """compute-stats describes the cropped, resized arrays: the loader neither picks up
+    metrics/data_stats.json nor accepts it as stats_file; a file written for these
+    photos is used as it is."""
+    lab = tmp_path / "lab"  # a folder of its own: the computed statistics are remembered
+    shutil.copytree(tiny_raw, lab)
+    project = tmp_path / "project"
+    (project / "metrics").mkdir(parents=True)
+    splits = read_layout(tiny_dataset)  # what compute-stats writes for these photos' arrays
+    arrays = stats_document(channel_moments(iter_chunks(array_path(tiny_dataset, "train"),
+                                                        len(splits["train"]))), splits, 32)
+    (project / "metrics" / "data_stats.json").write_text(json.dumps(arrays))
+    monkeypatch.chdir(project)
+    photos = train_statistics(lab / "data")
+    loader = RetinopathyLoader(lab / "data", "train")
+    assert tuple(loader.transform.transforms[-1].mean) == photos[0]
+    assert photos[0] != tuple(arrays["mean"].values())
+    with pytest.raises(DataError, match="describes the pipeline's cropped, padded and resized "
+                                        "arrays .*not the photos of"):
+        RetinopathyLoader(lab / "data", "test", stats_file="metrics/data_stats.json")
+    write_photo_statistics(lab / "data", project / "photos.json")
+    saved = RetinopathyLoader(lab / "data", "test", stats_file=project / "photos.json")
+    assert tuple(saved.transform.transforms[-1].std) == photos[1]
+    with pytest.raises(DataError, match="not the photos of"):  # written for another folder
+        RetinopathyLoader(tiny_raw / "data", "test", stats_file=project / "photos.json")
 
 
 def test_arrays_hold_the_csv_rows_in_order(tiny_dataset):
