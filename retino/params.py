@@ -116,34 +116,44 @@ def check_init(init: str) -> str:
 
 # --- value checks: each returns an error text (what is allowed) or None -------------
 
-def _positive_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be an integer > 0"
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _non_negative_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be an integer >= 0"
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _any_int(value: Any) -> str | None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    return None if ok else "must be an integer"
+def _int_in(low: int, high: int, why: str = "") -> Callable[[Any], str | None]:
+    """An integer from ``low`` to ``high``; ``why`` says where the bounds come from."""
+    def check(value: Any) -> str | None:
+        ok = _is_int(value) and low <= value <= high
+        return None if ok else f"must be an integer from {low:,} to {high:,}{why}"
+    return check
 
 
-def _positive_number(value: Any) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a number > 0"
+def _number_in(low: float, high: float, low_open: bool = False, high_open: bool = False,
+               why: str = "") -> Callable[[Any], str | None]:
+    """A number between ``low`` and ``high`` (``*_open``: that end excluded)."""
+    def check(value: Any) -> str | None:
+        ok = (_is_number(value) and (value > low if low_open else value >= low)
+              and (value < high if high_open else value <= high))
+        if ok:
+            return None
+        return (f"must be a number {'>' if low_open else '>='} {low:g} and "
+                f"{'<' if high_open else '<='} {high:g}{why}")
+    return check
 
 
-def _non_negative_number(value: Any) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a number >= 0"
-
-
-def _open_fraction(value: Any) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
-    return None if ok else "must be a number between 0 and 1 (exclusive)"
+# Bounds: the values a stage can run with (a seed past 2**32 overflows torch's generator
+# once the epoch is folded in; ResNet halves the image 5 times) and a ceiling well past
+# any sensible value, so that a typo of three extra zeros stops here, not in a stage
+# that DVC has already emptied.
+SEED = _int_in(0, 2**32 - 1)
+EPOCHS = _int_in(1, 1000)
+WORKERS = _int_in(0, 256)
+BATCH = _int_in(1, 4096)
+FRACTION = _number_in(0.05, 0.5, why=" (a share of patients)")
 
 
 def _boolean(value: Any) -> str | None:
@@ -151,8 +161,8 @@ def _boolean(value: Any) -> str | None:
 
 
 def _process_count(value: Any) -> str | None:
-    ok = value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
-    return None if ok else "must be an integer > 0 or all"
+    ok = value == "all" or (_is_int(value) and 1 <= value <= 1024)
+    return None if ok else "must be an integer from 1 to 1,024, or all"
 
 
 def _text(value: Any) -> str | None:
@@ -167,27 +177,27 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
 
 SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "data": {
-        "source": _one_of(SOURCES), "image_size": _positive_int,
+        "source": _one_of(SOURCES),
+        "image_size": _int_in(32, 2048, " (ResNet halves the image 5 times)"),
         "on_bad_input": _one_of(ON_BAD_INPUT), "resplit": _boolean,
-        "resplit_test_fraction": _open_fraction, "split_seed": _any_int,
+        "resplit_test_fraction": FRACTION, "split_seed": SEED,
         "preprocess": _one_of(PREPROCESSING),
     },
     "synthesize": {
-        "patients": _positive_int, "canvas_height": _positive_int,
-        "test_fraction": _open_fraction, "seed": _any_int,
+        "patients": _int_in(2 * 5, 100_000, " (10: one patient of each grade at least)"),
+        "canvas_height": _int_in(64, 4096), "test_fraction": FRACTION, "seed": SEED,
     },
     "compute": {
-        "device": _one_of(DEVICES), "loader_workers": _non_negative_int,
-        "image_workers": _non_negative_int,
+        "device": _one_of(DEVICES), "loader_workers": WORKERS, "image_workers": WORKERS,
     },
     "train": {
         "head": _one_of(HEADS), "regression_loss": _one_of(REGRESSION_LOSSES),
-        "epochs_feature_extraction": _positive_int, "epochs_fine_tuning": _positive_int,
-        "weighted_loss": _boolean, "momentum": _non_negative_number,
-        "weight_decay": _non_negative_number, "validation_fraction": _open_fraction,
-        "run_seed": _any_int, "gpus": _process_count,
+        "epochs_feature_extraction": EPOCHS, "epochs_fine_tuning": EPOCHS,
+        "weighted_loss": _boolean, "momentum": _number_in(0, 1, high_open=True),
+        "weight_decay": _number_in(0, 1, high_open=True), "validation_fraction": FRACTION,
+        "run_seed": SEED, "gpus": _process_count,
     },
-    "evaluate": {"batch_size": _positive_int, "tta": _one_of(TTA), "pair_eyes": _boolean},
+    "evaluate": {"batch_size": BATCH, "tta": _one_of(TTA), "pair_eyes": _boolean},
 }
 # Keys of earlier versions: naming one is an error that says where it went.
 RENAMED = {
@@ -200,7 +210,7 @@ RENAMED = {
 }
 REMOVED_SECTIONS = {"downscale": "its workers key is now compute.image_workers"}
 ARCH_RULES: dict[str, Callable[[Any], str | None]] = {
-    "batch_size": _positive_int, "lr": _positive_number,
+    "batch_size": BATCH, "lr": _number_in(0, 10, low_open=True),
     "imagenet_weights": _text, "weights_file": _text,
 }
 
@@ -237,6 +247,28 @@ def _check_removed_sections(raw: dict, errors: list[str]) -> None:
         errors.append(f"{section}: unknown section; allowed: {', '.join(SECTION_RULES)}")
 
 
+MIN_BATCHNORM_IMAGES = 2  # of every batch: BatchNorm in train mode needs 2 or more
+
+
+def _process_problems(train: dict, archs: dict, compute: dict) -> list[str]:
+    """What train.gpus asks of the other keys: 2 images of every batch per process, and
+    CUDA devices for ``all``. (How many devices a machine has is the train stage's check,
+    on the machine that trains.)"""
+    gpus, problems = train.get("gpus"), []
+    if gpus == "all" and compute.get("device") == "cpu":
+        problems.append("train.gpus = 'all' needs CUDA devices, but compute.device = 'cpu': "
+                        "give a number of CPU processes")
+    processes = gpus if _is_int(gpus) else 1  # "all": at least one device
+    for arch, section in archs.items():
+        batch = section.get("batch_size")
+        if _is_int(batch) and 1 <= batch < MIN_BATCHNORM_IMAGES * processes:  # 0: said above
+            problems.append(f"train.{arch}.batch_size = {batch}: must be at least "
+                            f"{MIN_BATCHNORM_IMAGES * processes} for {processes} "
+                            f"process(es) (train.gpus): BatchNorm needs "
+                            f"{MIN_BATCHNORM_IMAGES} images of every batch per process")
+    return problems
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping and build the typed ``Params``; raise on any problem."""
     errors: list[str] = []
@@ -253,6 +285,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         if isinstance(name, str) and name not in WEIGHT_NAMES[arch]:
             errors.append(f"train.{arch}.imagenet_weights = {name!r}: torchvision has no such "
                           f"weights for {arch}; choose {' or '.join(WEIGHT_NAMES[arch])}")
+    errors += _process_problems(sections["train"], archs, sections["compute"])
     if errors:
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     train = {k: v for k, v in sections["train"].items() if k not in ARCHS}

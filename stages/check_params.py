@@ -6,12 +6,18 @@ waits for this one, whose output is the same whenever params.yaml is valid (so i
 causes no reruns); a problem stops `dvc repro` here, naming each bad key, what it
 holds and what is allowed, and every output stays where it was.
 
+With data.source: synthetic, the data set follows from params.yaml: its splits are
+planned (no pixel drawn) and a combination that leaves no test images, a grade missing
+from train or no validation hold-out stops here too.
+
 Reads all of params.yaml (a file dependency: any edit reruns this check alone).
 """
 
 from pathlib import Path
 
 from retino.atomic import write_text
+from retino.data.planned import split_problems
+from retino.errors import ParamsError
 from retino.params import load_params
 from retino.stage import run_stage, stage_parser
 
@@ -22,7 +28,10 @@ def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file to write")
     args = parser.parse_args()
-    load_params()  # every problem of the whole file, in one message
+    params = load_params()  # every problem of the whole file, in one message
+    problems = split_problems(params)  # the synthetic set's splits, planned from params
+    if problems:
+        raise ParamsError("params.yaml: " + "\n  ".join(problems))
     write_text(args.out, CHECKED)
 
 

@@ -87,7 +87,7 @@ def test_exempt_packages_hold_no_code():
 
 
 def test_stage_scripts_import_only_their_step_and_the_shared_basics():
-    steps = {"check_params": None, "synthesize": "data", "downscale_images": "data",
+    steps = {"check_params": "data", "synthesize": "data", "downscale_images": "data",
              "compute_stats": "data", "train": "train", "evaluate": "report",
              "compare": "report", "plots_page": "report"}
     for script in sorted((ROOT / "stages").glob("*.py")):

@@ -1,7 +1,20 @@
-import pytest
+import copy
+import os
 
+import pytest
+import torch
+
+from retino.data.planned import planned_splits, split_problems
+from retino.data.stats import class_counts, class_weights, leakage_document
 from retino.errors import ParamsError
-from retino.params import WEIGHT_NAMES, check_arch, load_params, parse_params, run_name
+from retino.grading import majority_baseline_percent
+from retino.params import (ARCHS, WEIGHT_NAMES, check_arch, load_params, parse_params,
+                           run_name)
+from retino.train import distributed
+from retino.train.inputs import EpochBatches, epoch_generator, fit_and_validation
+from retino.train.loop import make_optimizer
+from retino.train.models import weights_enum
+from retino.train.recipe import train_settings
 from tests.conftest import ROOT, project_params
 
 
@@ -12,18 +25,20 @@ def test_project_params_file_is_valid():
 
 
 @pytest.mark.parametrize("section, key, value, allowed", [
-    ("train", "epochs_fine_tuning", 0, "integer > 0"),
+    ("train", "epochs_fine_tuning", 0, "integer from 1 to 1,000"),
     ("train", "weighted_loss", "yes", "true or false"),
     ("compute", "device", "gpu", "auto, cpu, cuda"),
-    ("data", "image_size", -32, "integer > 0"),
-    ("train", "validation_fraction", 1.5, "between 0 and 1"),
-    ("train", "epochs_feature_extraction", -1, "integer > 0"),
-    ("evaluate", "batch_size", 0, "integer > 0"),
+    ("data", "image_size", -32, "integer from 32 to 2,048"),
+    ("train", "validation_fraction", 1.5, "number >= 0.05 and <= 0.5"),
+    ("train", "epochs_feature_extraction", -1, "integer from 1 to 1,000"),
+    ("evaluate", "batch_size", 0, "integer from 1 to 4,096"),
     ("data", "source", "eyepacs", "synthetic, lab, kaggle"),
     ("data", "on_bad_input", "ignore", "stop, skip"),
     ("data", "resplit", "no", "true or false"),
-    ("data", "resplit_test_fraction", 0, "between 0 and 1"),
-    ("compute", "loader_workers", -1, "integer >= 0"),
+    ("data", "resplit_test_fraction", 0, "number >= 0.05 and <= 0.5"),
+    ("compute", "loader_workers", -1, "integer from 0 to 256"),
+    ("data", "split_seed", -1, "integer from 0 to 4,294,967,295"),
+    ("synthesize", "seed", -1, "integer from 0 to 4,294,967,295"),
 ])
 def test_bad_value_names_key_value_and_allowed(section, key, value, allowed):
     raw = project_params()
@@ -144,3 +159,121 @@ def test_every_preset_names_existing_keys_with_valid_values():
         options = preset_options(name)
         assert options[::2] == ["-S"] * len(changes)
     assert "data.image_size=512" in preset_options("lab")
+
+
+# --- nothing check-params lets through fails in a stage ------------------------------
+# Each leaf key of params.yaml gets boundary and wrong values: negative, zero, one, two, ten,
+# a fraction, huge, a wrong type, an unknown choice. check-params either refuses a
+# value, naming its key, or every stage's own checks before heavy work accept it too.
+CANDIDATES = (-1, 0, 1, 2, 10, 0.05, 0.5, 1.5, 2**40, "unknown", True, None, [1])
+
+
+def _leaves(raw: dict, prefix: str = "") -> list[str]:
+    return [key for name, value in raw.items()
+            for key in (_leaves(value, f"{prefix}{name}.") if isinstance(value, dict)
+                        else [f"{prefix}{name}"])]
+
+
+def _with(raw: dict, key: str, value) -> dict:
+    changed = copy.deepcopy(raw)
+    *sections, leaf = key.split(".")
+    section = changed
+    for name in sections:
+        section = section[name]
+    section[leaf] = value
+    return changed
+
+
+def check_params(raw: dict):
+    """What the check-params stage does: the typed params, or ParamsError."""
+    params = parse_params(raw)
+    problems = split_problems(params)
+    if problems:
+        raise ParamsError("\n".join(problems))
+    return params
+
+
+def stages_accept(params) -> None:
+    """The checks each stage runs before heavy work, through the library functions the
+    stages call. Two depend on the machine, not on a value, and stay in the train stage:
+    CUDA present for compute.device: cuda, and train.gpus within the GPUs there are;
+    a CPU run is assumed here (device auto or cpu; ``all`` needs CUDA)."""
+    splits = planned_splits(params)  # synthesize and downscale-images: the same split
+    if splits is not None:  # other sources: their data decides, checked by the stages
+        class_weights(class_counts(splits["train"].labels))  # compute-stats
+        leakage_document(splits)
+        majority_baseline_percent(splits["test"].labels)
+        kept, _ = fit_and_validation(splits["train"].names, splits["train"].labels,
+                                     params.train.validation_fraction,
+                                     params.data.split_seed, "data/downscaled")
+    processes = params.train.gpus
+    if processes == "all":  # the number of CUDA devices: the machine's check
+        return
+    os.environ["WORLD_SIZE"] = str(processes)
+    try:
+        distributed.requested_processes(processes, torch.device("cpu"))
+        for arch in ARCHS:
+            arch_params = getattr(params.train, arch)
+            distributed.check_batch_size(f"train.{arch}.batch_size", arch_params.batch_size)
+            weights_enum(arch, arch_params.imagenet_weights)
+            for init in ("pretrained", "scratch"):
+                settings = train_settings(params.train, arch, init,
+                                          params.compute.loader_workers, (1.0,) * 5)
+                torch.manual_seed(settings.seed)
+                last = settings.epochs_feature_extraction + settings.epochs_fine_tuning
+                os.environ["RANK"] = str(processes - 1)  # the largest per-rank seed
+                epoch_generator(distributed.rank_seed(settings.seed), last, 1)
+                make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings)
+                if splits is not None:
+                    EpochBatches(len(kept), settings.batch_size, settings.seed,
+                                 sharded=processes > 1)
+    finally:
+        os.environ.pop("WORLD_SIZE", None)
+        os.environ.pop("RANK", None)
+
+
+SMALLEST_SET = {"synthesize.patients": 10}  # a second base: the other keys' limits show
+
+
+@pytest.mark.parametrize("base", [{}, SMALLEST_SET], ids=["defaults", "smallest-set"])
+def test_every_value_check_params_lets_through_passes_every_stages_own_checks(base):
+    raw = project_params()
+    for key, value in base.items():
+        raw = _with(raw, key, value)
+    stages_accept(check_params(raw))
+    accepted = refused = 0
+    for key in _leaves(raw):
+        for value in CANDIDATES:
+            try:
+                params = check_params(_with(raw, key, value))
+            except ParamsError as error:
+                assert key in str(error), f"{key} = {value!r}: {error}"
+                refused += 1
+                continue
+            try:
+                stages_accept(params)
+            except Exception as error:  # noqa: BLE001 (any failure is the finding)
+                pytest.fail(f"check-params accepts {key} = {value!r}, a stage then fails: "
+                            f"{type(error).__name__}: {error}")
+            accepted += 1
+    assert accepted > 50 and refused > 200  # both sides of the line were tried
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"data.split_seed": -1}, "data.split_seed = -1"),
+    ({"synthesize.seed": -1}, "synthesize.seed = -1"),
+    ({"train.resnet18.batch_size": 1}, "train.resnet18.batch_size = 1: must be at least 2"),
+    ({"train.gpus": 4, "train.resnet50.batch_size": 6},
+     "train.resnet50.batch_size = 6: must be at least 8 for 4 process(es)"),
+    ({"train.gpus": "all", "compute.device": "cpu"}, "train.gpus = 'all' needs CUDA"),
+    ({"synthesize.patients": 10, "train.validation_fraction": 0.05},
+     "train.validation_fraction = 0.05 (drawn with data.split_seed = 0) holds out 0"),
+    ({"synthesize.patients": 10, "synthesize.test_fraction": 0.05}, "leaves no test images"),
+])
+def test_values_a_stage_used_to_stop_on_are_refused_by_check_params(changes, named):
+    raw = project_params()
+    for key, value in changes.items():
+        raw = _with(raw, key, value)
+    with pytest.raises(ParamsError) as error:
+        check_params(raw)
+    assert named in str(error.value)

@@ -334,7 +334,7 @@ def test_a_params_typo_stops_repro_before_any_output_is_deleted(repo):
     original = params_file.read_text()
     params_file.write_text(original.replace("lr: 0.001", "lr: -0.001", 1))
     output = run(repo, "dvc", "repro", ok=False)
-    assert "train.resnet18.lr = -0.001: must be a number > 0" in output
+    assert "train.resnet18.lr = -0.001: must be a number > 0 and <= 10" in output
     assert ran_stages(output) == {"check-params"}
     assert _model_files(repo) == before  # every model file still there, untouched
     params_file.write_text(original)

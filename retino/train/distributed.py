@@ -8,7 +8,7 @@ What stays one recipe, whatever the number of processes:
 * every epoch's batches are drawn from (``train.run_seed``, epoch) as on one device,
   and each process takes every ``world``-th image of each batch, so the global batch
   and the learning rate are those of params.yaml; a last batch too small to give
-  every process ``MIN_BATCHNORM_IMAGES`` joins the one before;
+  every process ``MIN_BATCHNORM_IMAGES`` (retino.params) joins the one before;
 * each process divides its loss sum by the whole batch's denominator (``batch_loss``
   in ``retino.train.loop``), so the gradients DistributedDataParallel averages are
   those of one process on the whole batch;
@@ -40,6 +40,7 @@ import torch
 import torch.distributed as dist
 
 from retino.errors import ParamsError
+from retino.params import MIN_BATCHNORM_IMAGES
 
 
 def world_size() -> int:
@@ -71,9 +72,6 @@ def requested_processes(gpus: int | str, device: torch.device) -> int:
         raise ParamsError(f"train.gpus = {gpus} but this machine has "
                           f"{torch.cuda.device_count()} CUDA device(s)")
     return int(gpus)
-
-
-MIN_BATCHNORM_IMAGES = 2  # per process and batch: BatchNorm in train mode needs 2 or more
 
 
 def check_batch_size(key: str, batch_size: int) -> None:

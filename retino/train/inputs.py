@@ -28,6 +28,7 @@ from retino.data.layout import read_split
 from retino.data.splits import patient_holdout
 from retino.data.stats import DataStats, load_stats  # noqa: F401  (the stats file is an input)
 from retino.errors import DataError
+from retino.params import MIN_BATCHNORM_IMAGES
 from retino.train import distributed
 from retino.train.device import memory_format
 
@@ -186,15 +187,24 @@ def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[flo
     """Split the downscaled train split by patient into fit and validation; ``seed`` is
     ``data.split_seed``."""
     images = ImageArray.from_split(folder, "train")
-    kept, held_out = patient_holdout(images.names, images.labels, validation_fraction,
+    kept, held_out = fit_and_validation(images.names, images.labels, validation_fraction,
+                                        seed, folder)
+    return TrainData(fit=images.subset(kept), validation=images.subset(held_out),
+                     test=ImageArray.from_split(folder, "test"),
+                     mean=tuple(mean), std=tuple(std))
+
+
+def fit_and_validation(names: list[str], labels: np.ndarray, validation_fraction: float,
+                       seed: int, folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Image indices (fit, validation) of the train split: a patient-level hold-out drawn
+    with ``seed`` (``data.split_seed``); an empty side stops the run, naming ``folder``."""
+    kept, held_out = patient_holdout(names, labels, validation_fraction,
                                      np.random.default_rng(seed))
     if len(kept) < 2 or len(held_out) == 0:
         raise DataError(f"{folder}: train.validation_fraction = {validation_fraction} leaves "
                         f"{len(kept)} fit and {len(held_out)} validation images; training "
                         "needs at least 2 fit images (BatchNorm) and 1 validation image")
-    return TrainData(fit=images.subset(kept), validation=images.subset(held_out),
-                     test=ImageArray.from_split(folder, "test"),
-                     mean=tuple(mean), std=tuple(std))
+    return kept, held_out
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
@@ -217,11 +227,11 @@ class EpochBatches(Sampler[list[int]]):
         self.size, self.batch_size, self.seed, self.epoch = size, batch_size, seed, 0
         self.sharded = sharded
         processes = distributed.world_size() if sharded else 1
-        self.smallest = distributed.MIN_BATCHNORM_IMAGES * processes  # the images a batch needs
+        self.smallest = MIN_BATCHNORM_IMAGES * processes  # the images a batch needs
         if sharded and size < self.smallest:
             raise DataError(f"{size} fit images cannot give each of {processes} processes "
-                            f"(train.gpus) the {distributed.MIN_BATCHNORM_IMAGES} images BatchNorm needs "
-                            f"per batch: use at most {max(size // distributed.MIN_BATCHNORM_IMAGES, 1)} "
+                            f"(train.gpus) the {MIN_BATCHNORM_IMAGES} images BatchNorm needs "
+                            f"per batch: use at most {max(size // MIN_BATCHNORM_IMAGES, 1)} "
                             "processes, or more data")
 
     def set_epoch(self, epoch: int) -> None:
