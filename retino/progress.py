@@ -66,3 +66,29 @@ def epoch_bar(description: str, total: int) -> Iterator[EpochBar]:
     with progress:
         task = progress.add_task(description, total=total, loss=0.0, acc=0.0, rate=0.0)
         yield EpochBar(progress, task)
+
+
+class Stopwatch:
+    """Seconds a stage spends on each of its activities (training, scoring, writing, ...),
+    added up over the run and printed in its closing line, where ``bench/default_run.py``
+    reads them. Only timing: nothing it holds reaches an output file."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timing(self, activity: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[activity] = (self.seconds.get(activity, 0.0)
+                                      + time.perf_counter() - started)
+
+    def line(self) -> str:
+        """``timing (s): training 101.2, scoring test 8.0, ...``, in the order first timed."""
+        return "timing (s): " + ", ".join(f"{activity} {seconds:.1f}"
+                                          for activity, seconds in self.seconds.items())
+
+
+stopwatch = Stopwatch()  # one per process: a stage is one process (per rank under torchrun)

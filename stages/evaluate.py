@@ -22,12 +22,10 @@ import torch
 from retino.atomic import write_json, write_text
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.grading import (LearnedNothing, broken_rows, fit_decisions,
-                            learned_nothing_text, predicted_grades)
-from retino.report.evaluation import (at_operating_points, evaluation_report, history_csv,
-                                      learned_nothing_report, patient_bootstrap,
-                                      patient_leakage_percent, predict_test_split,
-                                      predict_validation_split, prediction_rows)
+from retino.grading import LearnedNothing, broken_rows, learned_nothing_text, predicted_grades
+from retino.report.evaluation import (history_csv, model_report, patient_leakage_percent,
+                                      predict_test_split, predict_validation_split,
+                                      prediction_rows)
 from retino.report.pairing import paired_eyes_report, refuse_leaky_split
 from retino.report.figures import confusion_heatmap
 from retino.report.gallery import gallery
@@ -60,21 +58,9 @@ def main() -> None:
         console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
                       f"{broken} of {len(names)} test images: its figures are those of a "
                       "broken model (see its train stage's warning)")
-    # fitted on validation outputs made as the test outputs are (with or without TTA)
-    decisions = fit_decisions(validation.grades, validation.outputs)
-    cuts = decisions.cuts
+    report = model_report(test, validation, leakage, params.evaluate.tta)
+    cuts = report["cuts"]
     predicted = predicted_grades(test.logits, cuts)
-    report = {**evaluation_report(test.actual, test.logits, cuts),
-              "ci95": patient_bootstrap(test.actual, test.logits, names, cuts),
-              "operating_points": at_operating_points(test.actual, test.logits,
-                                                      decisions.operating_points),
-              "test_patient_leakage_percent": leakage, "head": checkpoint.get("head"),
-              "regression_loss": checkpoint.get("params", {}).get("train.regression_loss")
-              if checkpoint.get("head") == "regression" else None,
-              "cuts": list(cuts) if cuts else None, "tta": params.evaluate.tta,
-              "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
-              "weighted_loss": checkpoint["weighted_loss"]}
-    report["learned_nothing"] = learned_nothing_report(validation, cuts, report["ci95"]["qwk"])
     if params.evaluate.pair_eyes:
         report["paired_eyes"] = paired_eyes_report(validation, test.actual, test.logits, names)
     write_text(args.history_out, history)

@@ -22,7 +22,7 @@ import torch
 
 from retino.grading import HEAD_OUTPUTS, NUM_CLASS
 from retino.params import check_arch, check_init, load_params, run_name
-from retino.progress import console
+from retino.progress import console, stopwatch
 from retino.stage import catching_interrupts, run_stage, stage_parser
 from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
@@ -107,16 +107,19 @@ def main() -> None:
     distributed.stop()
     if not distributed.is_main():
         return
-    save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
-                    num_class=NUM_CLASS, head=train.head, outputs=HEAD_OUTPUTS[train.head],
-                    epoch=result.best_epoch, phase=best.phase, image_size=stats.image_size,
-                    preprocess=stats.preprocess, mean=list(stats.mean), std=list(stats.std),
-                    weighted_loss=train.weighted_loss, params=recorded,
-                    history=history_rows(result.history), **decisions)
+    with stopwatch.timing("writing"):
+        save_checkpoint(args.model_out, result.best_state, arch=arch, init=init,
+                        num_class=NUM_CLASS, head=train.head,
+                        outputs=HEAD_OUTPUTS[train.head], epoch=result.best_epoch,
+                        phase=best.phase, image_size=stats.image_size,
+                        preprocess=stats.preprocess, mean=list(stats.mean),
+                        std=list(stats.std), weighted_loss=train.weighted_loss,
+                        params=recorded, history=history_rows(result.history), **decisions)
     resume.remove()
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"
                   f" chose epoch {result.best_epoch} ({best.phase}) on validation QWK "
                   f"{best.val_qwk:.3f}; its test accuracy {best.acc_test:.1f} %")
+    console.print(stopwatch.line(), highlight=False)
     verdict = training_verdict(run_name(arch, init), decisions)
     if verdict:
         console.print(f"[bold yellow]warning:[/] {verdict}", soft_wrap=True)

@@ -101,6 +101,51 @@ def test_the_dvc_free_pipeline_runs_the_stages_dvc_knows_with_its_commands():
     assert "models/resnet50-scratch.pt" in commands["train@resnet50-scratch"]
 
 
+def test_the_dvc_free_pipeline_reports_every_stage_as_it_goes_and_stops_at_a_failure(
+        tmp_path):
+    """Its JSON names the running stage before it ends and, once it has, its seconds,
+    exit status and last lines; nothing runs after a failure."""
+    import gpu_pipeline
+
+    out = tmp_path / "pipeline.json"
+    script = (f"{sys.executable} -c \"import json; "
+              f"seen = json.load(open('{out}')); print('running', seen['running'])\"")
+    runs = [("first", script), ("second", f"{script} && exit 3"), ("third", "echo never")]
+    done = gpu_pipeline.run_all(runs, out, ["compute.device=cuda"], cwd=tmp_path)
+    report = json.loads(out.read_text())
+    assert [run["stage"] for run in report["stages"]] == ["first", "second"] == \
+        [run["stage"] for run in done]
+    assert report["stages"][0]["last_lines"] == ["running first"]
+    assert report["stages"][1]["returncode"] == 3 and report["running"] is None
+    assert report["overrides"] == ["compute.device=cuda"]
+    params = {"compute": {"device": "auto"}, "train": {"resnet18": {"lr": 0.001}}}
+    changed = gpu_pipeline.with_overrides(params, ["compute.device=cuda",
+                                                   "train.resnet18.lr=1e-2"])
+    assert changed["compute"]["device"] == "cuda" and params["compute"]["device"] == "auto"
+    assert changed["train"]["resnet18"]["lr"] == 0.01  # as DVC reads it (YAML 1.2)
+    with pytest.raises(SystemExit, match="--params 'train.lr=0.1': give KEY=VALUE"):
+        gpu_pipeline.with_overrides(params, ["train.lr=0.1"])
+
+
+def test_the_default_run_benchmark_reads_the_train_stages_timing_line():
+    import default_run
+
+    from retino.progress import Stopwatch
+
+    watch = Stopwatch()
+    for activity in ("training", "scoring test", "training", "stored features"):
+        with watch.timing(activity):
+            pass
+    line = watch.line()
+    assert line.startswith("timing (s): training ") and line.count("training") == 1
+    parsed = default_run.activity_seconds(f"some output\n{line}\nmore")
+    assert list(parsed) == ["training", "scoring test", "stored features"]
+    assert default_run.activity_seconds(
+        "timing (s): training 101.2, scoring test 8.0, writing 0.4") == {
+        "training": 101.2, "scoring test": 8.0, "writing": 0.4}
+    assert default_run.activity_seconds("no timing here") == {}
+
+
 QUEUE_STATUS = """Task     Name        Created    Status
 5bfa2b8  ablation-2  12:27 AM   Running
 7ba97bb  ablation-1  12:27 AM   Success

@@ -17,7 +17,7 @@ from retino.data.splits import patient_leakage, patient_of
 from retino.errors import DataError
 from retino.grading import (REFERABLE_GRADE, OperatingPoint, accuracy_percent,
                             at_threshold, balanced_accuracy_percent, confusion_counts,
-                            learned_nothing, macro_f1, majority_baseline_percent,
+                            fit_decisions, learned_nothing, macro_f1, majority_baseline_percent,
                             per_class_recall_precision, per_grade, predicted_grades,
                             quadratic_weighted_kappa, referable_score, referable_scores,
                             row_normalised)
@@ -225,6 +225,28 @@ def at_operating_points(actual: np.ndarray, outputs: np.ndarray,
                         "validation_sensitivity": point.sensitivity,
                         "validation_specificity": point.specificity}
     return report
+
+
+def model_report(test: SplitPredictions, validation: ValidationOutputs, leakage: float,
+                 tta: str) -> dict:
+    """Every test figure of one model, as written to ``metrics/<arch>-<init>.json``, with
+    its intervals; the cut-points and operating points applied are fitted here on
+    ``validation`` (outputs made as the test outputs are, with or without TTA)."""
+    checkpoint = test.checkpoint
+    decisions = fit_decisions(validation.grades, validation.outputs)
+    cuts = decisions.cuts
+    ci95 = patient_bootstrap(test.actual, test.logits, test.images.names, cuts)
+    regression = checkpoint.get("head") == "regression"
+    return {**evaluation_report(test.actual, test.logits, cuts), "ci95": ci95,
+            "operating_points": at_operating_points(test.actual, test.logits,
+                                                    decisions.operating_points),
+            "test_patient_leakage_percent": leakage, "head": checkpoint.get("head"),
+            "regression_loss": checkpoint.get("params", {}).get("train.regression_loss")
+            if regression else None,
+            "cuts": list(cuts) if cuts else None, "tta": tta,
+            "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
+            "weighted_loss": checkpoint["weighted_loss"],
+            "learned_nothing": learned_nothing_report(validation, cuts, ci95["qwk"])}
 
 
 def learned_nothing_report(validation: ValidationOutputs, cuts: tuple | None,

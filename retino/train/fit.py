@@ -19,7 +19,7 @@ from torch import nn
 from retino.errors import TrainingDiverged
 from retino.grading import (broken_rows, fit_decisions, learned_nothing,
                             learned_nothing_text, predicted_grades, quadratic_weighted_kappa)
-from retino.progress import console
+from retino.progress import console, stopwatch
 from retino.train import distributed
 from retino.train.device import memory_format
 from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
@@ -91,15 +91,18 @@ def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSetting
         set_epoch(run.fit, epoch)
         flips = epoch_generator(distributed.rank_seed(settings.seed), epoch, 1)
         run.module.train()
-        loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
-                                    lambda batch: run.prepare_fit(batch, flips),
-                                    f"{phase} {epoch + 1}", sharded=run.sharded)
+        with stopwatch.timing("training"):
+            loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
+                                        lambda batch: run.prepare_fit(batch, flips),
+                                        f"{phase} {epoch + 1}", sharded=run.sharded)
         stop_if_diverged(loss, epoch, phase, settings)
-        recorder.record(phase, loss, acc,
-                        test=score(run.scorer, run.scoring["test"], run.prepare, run.sharded),
-                        validation=score(run.scorer, run.scoring["validation"], run.prepare,
-                                         run.sharded))
-        on_epoch(recorder.result, run.optimizer)
+        scores = {}
+        for name in ("test", "validation"):  # test: the lab's acc_test column
+            with stopwatch.timing(f"scoring {name}"):
+                scores[name] = score(run.scorer, run.scoring[name], run.prepare, run.sharded)
+        recorder.record(phase, loss, acc, **scores)
+        with stopwatch.timing("writing"):
+            on_epoch(recorder.result, run.optimizer)
 
 
 def stop_if_diverged(loss: float, epoch: int, phase: str, settings: TrainSettings) -> None:
@@ -154,7 +157,9 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
     and its two-eye model). Stored in the model file."""
     loader = make_loader(data.validation, max(settings.batch_size, SCORING_BATCH), False,
                          settings.num_workers, device)
-    actual, outputs = predict_logits(model, loader, device, ToModel(data.mean, data.std, device))
+    with stopwatch.timing("scoring validation"):
+        actual, outputs = predict_logits(model, loader, device,
+                                         ToModel(data.mean, data.std, device))
     validation = {"names": list(data.validation.names), "grades": actual.tolist(),
                   "outputs": torch.from_numpy(outputs)}
     broken = broken_rows(outputs)

@@ -19,7 +19,6 @@ from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
 from retino.progress import epoch_bar
 from retino.train.device import autocast
 from retino.train import distributed
-from retino.train.distributed import gather_shards
 from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
 from retino.train.recipe import TrainSettings
@@ -63,19 +62,21 @@ class GradeRegressionLoss(nn.Module):
                           "smooth_l1": nn.functional.smooth_l1_loss}[kind]
 
     def forward(self, outputs: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
-        losses = self.per_image(outputs[:, 0], grades.to(outputs.dtype), reduction="none")
         if self.weight is None:
-            return losses.mean()
-        weights = self.weight[grades]
-        return (weights * losses).sum() / weights.sum()
+            return self._losses(outputs, grades).mean()
+        total, weights = self.parts(outputs, grades)
+        return total / weights
 
     def parts(self, outputs: torch.Tensor, grades: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean as (sum of the weighted losses, sum of the weights)."""
-        losses = self.per_image(outputs[:, 0], grades.to(outputs.dtype), reduction="none")
+        losses = self._losses(outputs, grades)
         if self.weight is not None:
             losses = self.weight[grades] * losses
         return losses.sum(), summed_weights(self.weight, grades)
+
+    def _losses(self, outputs: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        return self.per_image(outputs[:, 0], grades.to(outputs.dtype), reduction="none")
 
 
 def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
@@ -170,7 +171,7 @@ def scored_outputs(model: nn.Module, loader: DataLoader, prepare: Prepare,
     device = next(model.parameters()).device
     actual, outputs = predict_logits(model, loader, device, prepare)
     if sharded:
-        actual, outputs = gather_shards(actual), gather_shards(outputs)
+        actual, outputs = distributed.gather_shards(actual), distributed.gather_shards(outputs)
     return actual, outputs
 
 
@@ -195,5 +196,5 @@ def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare,
         labels.append(batch_labels)
     features, labels = torch.cat(features).numpy(), torch.cat(labels).numpy()
     if sharded:
-        features, labels = gather_shards(features), gather_shards(labels)
+        features, labels = distributed.gather_shards(features), distributed.gather_shards(labels)
     return TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from retino.progress import console
+from retino.progress import console, stopwatch
 from retino.train import distributed
 from retino.train.inputs import Prepare, ToModel, TrainData, make_loader, to_device
 from retino.train.loop import extract_features, make_optimizer
@@ -44,10 +44,12 @@ def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSet
     set_backbone_trainable(model, False)
     to_model = ToModel(data.mean, data.std, device)
     console.print("computing stored features of the frozen backbone ...")
-    stored = {name: extract_features(model, make_loader(getattr(data, name), SCORING_BATCH,
-                                                        False, settings.num_workers, device,
-                                                        shard=True), to_model, sharded=True)
-              for name in ("fit", "validation", "test")}
+    with stopwatch.timing("stored features"):
+        stored = {name: extract_features(model, make_loader(getattr(data, name), SCORING_BATCH,
+                                                            False, settings.num_workers,
+                                                            device, shard=True),
+                                         to_model, sharded=True)
+                  for name in ("fit", "validation", "test")}
     move = to_device(device)
     # every process holds all features and trains fc on them identically: one recipe
     return PhaseRun(
