@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 import torch
@@ -37,27 +38,15 @@ def _first_step_gradients(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def _worker(rank: int, world: int, init_file: str, results: dict) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world)
-    try:
-        torch.manual_seed(0)
-        model = build_model("resnet18", pretrained=False).eval()  # BatchNorm: exact
-        gradients = _first_step_gradients(model)
-        if rank == 0:
-            results["gradients"] = gradients
-    finally:
-        dist.destroy_process_group()
+def _resnet_gradients(rank: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model("resnet18", pretrained=False).eval()  # BatchNorm: exact
+    return _first_step_gradients(model)
 
 
 def test_two_processes_compute_the_gradients_of_one_on_the_same_global_batch(tmp_path):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), results), nprocs=2)
-        sharded = dict(results["gradients"])
-    torch.manual_seed(0)
-    alone = _first_step_gradients(build_model("resnet18", pretrained=False).eval())
+    sharded = _spawn(_resnet_gradients, 2, tmp_path)[0]
+    alone = _resnet_gradients(0)
     assert sharded.keys() == alone.keys()
     for name, gradient in alone.items():
         torch.testing.assert_close(sharded[name], gradient, rtol=1e-4, atol=1e-6,
@@ -140,8 +129,17 @@ def _spawn(job, world: int, tmp_path) -> dict:
     """Run ``job(rank)`` in ``world`` gloo processes; what each returned, by rank."""
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_process, args=(job, world, str(tmp_path / "rendezvous"), results),
-                 nprocs=world)
+        # forked, not spawned: the children start with torch already imported (seconds,
+        # not half a minute, on 2 cores); a hung child fails the test instead of the suite
+        context = mp.start_processes(_process, nprocs=world, join=False,
+                                     args=(job, world, str(tmp_path / "rendezvous"), results),
+                                     start_method="fork")
+        deadline = time.monotonic() + 300
+        while not context.join(timeout=5):
+            if time.monotonic() > deadline:
+                for process in context.processes:
+                    process.kill()
+                pytest.fail(f"{world} processes did not finish within 300 s")
         return dict(results)
 
 
