@@ -282,8 +282,17 @@ def _flat_kappa(qwk_low: float | None) -> bool:
     return qwk_low is not None and not qwk_low > 0  # NaN: not above 0 either
 
 
-WHAT_USUALLY_HELPS = ("ImageNet weights (the pretrained runs), train.weighted_loss: true, "
-                      "train.head: regression, a higher train.<arch>.lr or more epochs")
+WHAT_USUALLY_HELPS = ("train.weighted_loss: true, train.head: regression, a higher "
+                      "train.<arch>.lr or more epochs")
+
+
+def what_usually_helps(name: str) -> str:
+    """The usual remedies for run ``name`` (``<arch>-<init>``): ImageNet weights for a
+    scratch run; for a pretrained one, first that its weights are ImageNet's."""
+    weights = ("make sure its weights are ImageNet's (stand-in or wrong weights files "
+               "learn nothing)" if name.endswith("-pretrained")
+               else "ImageNet weights (the pretrained runs)")
+    return f"{weights}, {WHAT_USUALLY_HELPS}"
 
 
 def learned_nothing_text(name: str, verdict: LearnedNothing) -> str:
@@ -296,4 +305,4 @@ def learned_nothing_text(name: str, verdict: LearnedNothing) -> str:
         grounds.append(f"its QWK is not above 0 ({verdict.qwk_low:.3f})")
     return (f"{name} learned nothing beyond always predicting grade {verdict.grade} "
             f"({GRADES[verdict.grade]}): {'; '.join(grounds)}. Its accuracy is then the "
-            f"share of that grade, not skill. What usually helps: {WHAT_USUALLY_HELPS}.")
+            f"share of that grade, not skill. What usually helps: {what_usually_helps(name)}.")

@@ -136,7 +136,11 @@ def test_a_model_that_predicts_a_constant_says_it_learned_nothing_everywhere(
     assert report["learned_nothing"]["grade"] == 0
     assert report["learned_nothing"]["share"] == 100.0
     assert "resnet18-scratch learned nothing beyond always predicting grade 0" in printed
-    assert "train.weighted_loss: true" in printed and "pretrained" in printed
+    assert "train.weighted_loss: true" in printed
+    assert "ImageNet weights (the pretrained runs)" in printed  # a scratch run
+    pretrained = learned_nothing_text("resnet50-pretrained", learned_nothing(
+        np.zeros(10, int), 0.0))
+    assert "make sure its weights are ImageNet's" in pretrained
     result = ModelResult("resnet18-scratch", report,
                          pd.DataFrame({"epoch": [1], "acc_test": [70.0]}))
     card = model_card(result, {"image_size": 32, "test_patient_leakage_percent": 0.0,
