@@ -20,7 +20,6 @@ JSON says which): the time is what real weights cost, the accuracies are not.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from gpu_pipeline import with_overrides  # noqa: E402
+from gpu_pipeline import with_overrides, write_json  # noqa: E402
 from measure import (STAND_IN_FILES, project_params, run_measured,  # noqa: E402
                      scratch_project, stand_in_torch_home)
 
@@ -115,20 +114,13 @@ def run_pipeline(folder: Path, params: dict, torch_home: str, report: dict, out:
         report["stages"].append({"stage": stage, "seconds": round(measured.seconds, 1),
                                  "inside": activity_seconds(measured.output)})
         print(f"{stage}: {measured.seconds:.1f} s", flush=True)
-        write(out, report)
+        write_json(out, report)
     total = sum(stage["seconds"] for stage in report["stages"])
     report["total_seconds"] = round(total, 1)
     report["total_per_reference"] = round(total / report["reference"]["seconds"], 1)
-    write(out, report)
+    write_json(out, report)
     print(f"total {total / 60:.1f} min = {report['total_per_reference']} x the reference "
           f"workload ({report['reference']['seconds']} s) -> {out}")
-
-
-def write(out: Path, report: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

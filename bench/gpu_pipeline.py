@@ -109,12 +109,16 @@ def run_stage(command: str, cwd: Path) -> tuple[int, list[str]]:
     return process.wait(), list(last)
 
 
-def write_report(out: Path, done: list[dict], running: str | None, overrides: list[str]) -> None:
+def write_json(out: Path, document: dict) -> None:
+    """``document`` to ``out`` through a temporary file: a reader never sees half a file."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps({"overrides": overrides, "running": running, "stages": done},
-                              indent=2) + "\n")
-    tmp.replace(out)  # a reader never sees half a file
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(out)
+
+
+def write_report(out: Path, done: list[dict], running: str | None, overrides: list[str]) -> None:
+    write_json(out, {"overrides": overrides, "running": running, "stages": done})
 
 
 def run_all(runs: list[tuple[str, str]], out: Path, overrides: list[str] = (),
