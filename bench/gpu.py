@@ -11,6 +11,9 @@ bf16 autocast and channels_last on CUDA, ``fit`` with its float32 scoring):
 
 * ``train_step``: forward + backward + SGD step on a batch already in memory, the
   bare model rate;
+* ``train_step_compiled`` (on CUDA, or with ``--compile``): the same step through
+  ``torch.compile`` (``compute.compile``), with the warm-up seconds that hold the
+  compilation, and its speed-up over eager (``compiled_speedup``);
 * ``fit``: whole scratch epochs through ``fit`` (loader, flips and normalisation on
   the device, scoring of validation and test after each epoch): the rate a train
   stage sees;
@@ -41,10 +44,11 @@ from torch import nn  # noqa: E402
 
 from retino.data.arrays import ArrayWriter  # noqa: E402
 from retino.presets import PRESETS  # noqa: E402
-from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
+from retino.train.device import MEMORY_FORMAT, autocast, configure_backends  # noqa: E402
 from retino.train.fit import fit  # noqa: E402
 from retino.train.inputs import ImageArray, ToModel, TrainData, epoch_generator  # noqa: E402
 from retino.train.models import build_model  # noqa: E402
+from retino.train.phases import compiled  # noqa: E402
 from retino.train.recipe import TrainSettings  # noqa: E402
 
 LAB_TRAIN_IMAGES = 28_100
@@ -74,12 +78,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.device
-                    ) -> dict:
-    """Images/s of the bare training step on one in-memory batch (after 3 warm-up steps)."""
+def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.device,
+                    compile_step: bool = False) -> dict:
+    """Images/s of the bare training step on one in-memory batch (after 3 warm-up steps);
+    with ``compile_step``, through torch.compile (compute.compile), and the seconds of
+    the warm-up steps, where the compilation happens."""
     torch.manual_seed(0)
-    model = build_model(arch, pretrained=False).to(device, memory_format=memory_format(device))
+    model = build_model(arch, pretrained=False).to(device, memory_format=MEMORY_FORMAT)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    trained = compiled(model, compile_step)
     to_model = ToModel(MEAN, STD, device)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     labels = torch.randint(0, 5, (batch,), device=device)
@@ -88,20 +95,22 @@ def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.
     def step(index: int) -> None:
         with autocast(device):
             loss = nn.functional.cross_entropy(
-                model(to_model(pixels, epoch_generator(0, index, 1))).float(), labels)
+                trained(to_model(pixels, epoch_generator(0, index, 1))).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
+    started = time.perf_counter()
     for index in range(3):
         step(index)
     synchronize(device)
+    warm_up_s = time.perf_counter() - started
     started = time.perf_counter()
     for index in range(steps):
         step(index)
     synchronize(device)
     return {"images_per_s": round(batch * steps / (time.perf_counter() - started), 1),
-            "peak_gpu_mib": peak_mib(device)}
+            "warm_up_s": round(warm_up_s, 1), "peak_gpu_mib": peak_mib(device)}
 
 
 def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
@@ -155,6 +164,7 @@ class Plan:
     lab_batch: int = LAB["train.resnet50.batch_size"]
     lab_workers: int = LAB["compute.loader_workers"]
     lab_images: int = 512
+    compile_step: bool = False  # also time torch.compile'd train steps
 
 
 def measure_one(plan: Plan, arch: str, size: int, device: torch.device, folder: Path
@@ -166,6 +176,12 @@ def measure_one(plan: Plan, arch: str, size: int, device: torch.device, folder: 
     loop = fit_rate(arch, size, batch, plan.images, plan.epochs, device, folder,
                     plan.workers)
     run = {"arch": arch, "size": size, "batch": batch, "train_step": step, "fit": loop}
+    if plan.compile_step:
+        reset_peak(device)
+        run["train_step_compiled"] = train_step_rate(arch, size, batch, plan.steps, device,
+                                                     compile_step=True)
+        run["compiled_speedup"] = round(run["train_step_compiled"]["images_per_s"]
+                                        / step["images_per_s"], 2)
     if size == plan.lab_size:
         reset_peak(device)
         run["lab_preset_fit"] = fit_rate(arch, size, plan.lab_batch, plan.lab_images,
@@ -209,6 +225,9 @@ def main() -> None:
                         help="DataLoader workers of that run (default: the preset's)")
     parser.add_argument("--lab-images", type=int, default=Plan.lab_images,
                         help="fit images of that run")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time the train step through torch.compile against eager "
+                        "(compute.compile; default: on CUDA only)")
     parser.add_argument("--out", type=Path, default=Path("bench/gpu.json"))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -218,7 +237,8 @@ def main() -> None:
     configure_backends(device)
     plan = Plan(args.archs, args.sizes, args.images, args.steps, args.epochs, args.batch,
                 args.workers, args.lab_size, args.lab_batch, args.lab_workers,
-                args.lab_images)
+                args.lab_images,
+                device.type == "cuda" if args.compile is None else args.compile)
     started = time.perf_counter()
     machine = {"python": platform.python_version(), "torch": torch.__version__,
                "device": torch.cuda.get_device_name(0) if device.type == "cuda"

@@ -60,6 +60,7 @@ class ComputeParams:
     device: str  # auto | cpu | cuda: train and evaluate
     loader_workers: int  # DataLoader worker processes of train and evaluate
     image_workers: int  # processes of synthesize and downscale-images; 0 = one per core
+    compile: bool  # train: torch.compile the training step (CUDA only)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     },
     "compute": {
         "device": _one_of(DEVICES), "loader_workers": WORKERS, "image_workers": WORKERS,
+        "compile": _boolean,
     },
     "train": {
         "head": _one_of(HEADS), "regression_loss": _one_of(REGRESSION_LOSSES),
@@ -247,6 +249,11 @@ def _check_removed_sections(raw: dict, errors: list[str]) -> None:
         errors.append(f"{section}: unknown section; allowed: {', '.join(SECTION_RULES)}")
 
 
+# why compute.compile is refused on the CPU (bench/levers.py measures it)
+CPU_COMPILE = ("torch.compile is for the CUDA training step; on the CPU it measured no "
+               "faster per step and costs a compilation in every train stage "
+               "(README \"Performance\"): set compute.compile: false")
+
 MIN_BATCHNORM_IMAGES = 2  # of every batch: BatchNorm in train mode needs 2 or more
 
 
@@ -255,6 +262,8 @@ def _process_problems(train: dict, archs: dict, compute: dict) -> list[str]:
     CUDA devices for ``all``. (How many devices a machine has is the train stage's check,
     on the machine that trains.)"""
     gpus, problems = train.get("gpus"), []
+    if compute.get("compile") is True and compute.get("device") == "cpu":
+        problems.append(f"compute.compile = true with compute.device = 'cpu': {CPU_COMPILE}")
     if gpus == "all" and compute.get("device") == "cpu":
         problems.append("train.gpus = 'all' needs CUDA devices, but compute.device = 'cpu': "
                         "give a number of CPU processes")
@@ -323,7 +332,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
               "train.epochs_fine_tuning", "train.weighted_loss", "train.momentum", "train.weight_decay",
               "train.validation_fraction", "train.run_seed", "train.gpus",
               "train.{arch}",
-              "data.split_seed", "compute.device", "compute.loader_workers"),
+              "data.split_seed", "compute.device", "compute.loader_workers",
+              "compute.compile"),
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
                  "compute.device", "compute.loader_workers"),
     "compare": (),

@@ -10,7 +10,7 @@ Reads params.yaml: train.head (classification | regression), train.regression_lo
 train.epochs_fine_tuning, train.momentum, train.weight_decay,
 train.validation_fraction, train.run_seed, train.gpus, train.<arch> (batch_size, lr,
 imagenet_weights, weights_file), data.split_seed, compute.device (auto | cpu | cuda),
-compute.loader_workers.
+compute.loader_workers, compute.compile (CUDA only).
 """
 
 import argparse
@@ -26,7 +26,7 @@ from retino.progress import console, stopwatch
 from retino.stage import catching_interrupts, run_stage, stage_parser
 from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
-from retino.train.device import configure_backends, resolve_device
+from retino.train.device import check_compile, configure_backends, resolve_device
 from retino.train.fit import (TrainResult, fit, history_rows, training_verdict,
                               validation_decisions)
 from retino.train.inputs import load_stats, load_train_data
@@ -57,6 +57,7 @@ def this_process_device(params, arch: str) -> torch.device:
     """The device this process trains on; with train.gpus > 1 and no process group yet,
     the stage starts again under torchrun instead and exits with its status."""
     device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
+    check_compile(params.compute.compile, device, params.compute.device)
     processes = distributed.requested_processes(params.train.gpus, device)
     if processes > 1 and not distributed.active():  # one process per device, under torchrun
         sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
@@ -84,7 +85,7 @@ def main() -> None:
     data = load_train_data(args.data, stats.mean, stats.std, train.validation_fraction,
                            params.data.split_seed)
     settings = train_settings(train, arch, init, params.compute.loader_workers,
-                              stats.class_weights)
+                              stats.class_weights, params.compute.compile)
     console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
                   f"{len(data.validation)} validation, {len(data.test)} test images")
     recorded = params.recorded()

@@ -195,9 +195,10 @@ def check_params(raw: dict):
 
 def stages_accept(params) -> None:
     """The checks each stage runs before heavy work, through the library functions the
-    stages call. Two depend on the machine, not on a value, and stay in the train stage:
-    CUDA present for compute.device: cuda, and train.gpus within the GPUs there are;
-    a CPU run is assumed here (device auto or cpu; ``all`` needs CUDA)."""
+    stages call. Three depend on the machine, not on a value, and stay in the train
+    stage: CUDA present for compute.device: cuda, train.gpus within the GPUs there are,
+    and CUDA for compute.compile (tests/test_training.py); a CPU run is assumed here
+    (device auto or cpu; ``all`` needs CUDA)."""
     splits = planned_splits(params)  # synthesize and downscale-images: the same split
     if splits is not None:  # other sources: their data decides, checked by the stages
         class_weights(class_counts(splits["train"].labels))  # compute-stats
@@ -266,6 +267,8 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"train.gpus": 4, "train.resnet50.batch_size": 6},
      "train.resnet50.batch_size = 6: must be at least 8 for 4 process(es)"),
     ({"train.gpus": "all", "compute.device": "cpu"}, "train.gpus = 'all' needs CUDA"),
+    ({"compute.compile": True, "compute.device": "cpu"},
+     "compute.compile = true with compute.device = 'cpu': torch.compile is for the CUDA"),
     ({"synthesize.patients": 10, "train.validation_fraction": 0.05},
      "train.validation_fraction = 0.05 (drawn with data.split_seed = 0) holds out 0"),
     ({"synthesize.patients": 10, "synthesize.test_fraction": 0.05}, "leaves no test images"),

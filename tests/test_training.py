@@ -8,10 +8,8 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from retino.errors import ParamsError
-from retino.train import device as device_module
-from retino.train import fit as fit_module
-from retino.train import inputs, loop
-from retino.train.device import autocast, memory_format, resolve_device
+from retino.train import loop
+from retino.train.device import MEMORY_FORMAT, autocast, check_compile, resolve_device
 from retino.train.fit import Recorder, fit, train_phase
 from retino.train.inputs import EpochBatches, ToModel, load_train_data, make_loader, set_epoch
 from retino.train.loop import make_criterion
@@ -121,9 +119,26 @@ def test_device_choice_never_falls_back():
         resolve_device("tpu")
 
 
-def test_gpu_speed_settings_are_selected_by_device():
-    assert memory_format(torch.device("cuda")) == torch.channels_last
-    assert memory_format(CPU) == torch.contiguous_format
+def test_compile_is_refused_on_the_cpu_whatever_asked_for_it():
+    with pytest.raises(ParamsError, match="compute.compile = true, but this stage trains on "
+                                          "the CPU \\(compute.device = 'auto'\\)"):
+        check_compile(True, CPU, "auto")  # auto found no CUDA: never trains uncompiled
+    check_compile(False, CPU, "cpu")
+    check_compile(True, torch.device("cuda"), "cuda")  # nothing on CUDA is touched
+
+
+def test_compile_wraps_the_training_step_alone(data):
+    """With compute.compile the image phases train through torch.compile's module,
+    which shares the model's parameters; scoring stays on the eager model."""
+    model = build_model("resnet18", pretrained=False)
+    settings = dataclasses.replace(_settings("scratch"), compile=True)
+    run = image_run(model, data, settings, CPU)
+    assert isinstance(run.module, torch._dynamo.eval_frame.OptimizedModule)
+    assert run.module._orig_mod is model and run.scorer is model
+    assert image_run(model, data, _settings("scratch"), CPU).module is model
+
+
+def test_bf16_autocast_is_selected_by_device():
     with warnings.catch_warnings():  # "CUDA is not available" on CPU-only machines
         warnings.simplefilter("ignore")
         cuda_autocast = autocast(torch.device("cuda"))
@@ -136,18 +151,17 @@ def test_gpu_input_path_runs_on_cpu_in_bf16_and_channels_last(data, monkeypatch)
     the loop and channels_last batches straight from the uint8 NHWC arrays."""
     monkeypatch.setattr(loop, "autocast",
                         lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
-    monkeypatch.setattr(inputs, "memory_format", lambda device: torch.channels_last)
-    monkeypatch.setattr(fit_module, "memory_format", lambda device: torch.channels_last)
     pixels = torch.stack([data.fit[i][0] for i in range(4)])
     batch = ToModel(MEAN, STD, CPU, reuse_buffers=False)(pixels)  # the CUDA branch
-    assert batch.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(batch, ToModel(MEAN, STD, CPU)(pixels))
+    cpu_batch = ToModel(MEAN, STD, CPU)(pixels)
+    assert batch.is_contiguous(memory_format=MEMORY_FORMAT)
+    assert cpu_batch.is_contiguous(memory_format=MEMORY_FORMAT)
+    torch.testing.assert_close(batch, cpu_batch)
     torch.manual_seed(0)
     result = fit(build_model("resnet18", pretrained=False), data,
                  _settings("scratch", epochs=(1, 1)), CPU)
     assert len(result.history) == 2
     assert all(torch.isfinite(v).all() for v in result.best_state.values() if v.is_floating_point())
-    assert device_module.memory_format(torch.device("cuda")) == torch.channels_last
 
 
 class Interrupted(Exception):

@@ -7,9 +7,9 @@ the positive part and scale it up to the photo. Written with plain torch hooks, 
 nothing beyond torch is needed. The output explained is the predicted grade's logit.
 
 ``layer4`` sees the image at 1/32 of its size: 16 x 16 positions at the lab's 512 px,
-but 3 x 3 at retino's 96 px default, a map that says little. So the block explained
+but 2 x 2 at retino's 48 px default, a map that says little. So the block explained
 is the last one with at least ``MIN_POSITIONS`` positions a side (``layer4`` from 192 px
-up, ``layer3`` at 96 px).
+up, ``layer3`` at 96 px, ``layer2`` at 48 px).
 """
 
 from __future__ import annotations
@@ -35,29 +35,29 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None
     explain per image (default: each image's highest logit).
     """
     activations: dict[str, torch.Tensor] = {}
-    gradients: dict[str, torch.Tensor] = {}
 
     def keeper(name: str):
         def keep(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             activations[name] = output
-            output.register_hook(lambda grad: gradients.__setitem__(name, grad))
         return keep
 
     handles = [getattr(model, name).register_forward_hook(keeper(name)) for name in BLOCKS]
     model.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad():  # callers may score under no_grad
             outputs = model(images.detach())
             if target is None:
                 target = outputs.argmax(dim=1)
             chosen = outputs.gather(1, target.view(-1, 1).to(outputs.device)).sum()
-            model.zero_grad(set_to_none=True)
-            chosen.backward()
+            block = explained_block({name: tuple(a.shape[-2:])
+                                     for name, a in activations.items()})
+            # the gradient at the explained block only: nothing flows on into earlier
+            # layers or into the weights, which a full backward pass would fill in
+            gradient, = torch.autograd.grad(chosen, activations[block])
     finally:
         for handle in handles:
             handle.remove()
-    block = explained_block({name: tuple(a.shape[-2:]) for name, a in activations.items()})
-    weights = gradients[block].mean(dim=(2, 3), keepdim=True)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
     cam = functional.relu((weights * activations[block]).sum(dim=1, keepdim=True))
     cam = functional.interpolate(cam, size=images.shape[-2:], mode="bilinear",
                                  align_corners=False)[:, 0]

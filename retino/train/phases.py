@@ -67,7 +67,7 @@ def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
     set_backbone_trainable(model, True)
     to_model = ToModel(data.mean, data.std, device)
     return PhaseRun(
-        module=distributed.wrap(model, device), scorer=model,
+        module=compiled(distributed.wrap(model, device), settings.compile), scorer=model,
         fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device,
                         settings.seed, shard=True),
         scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
@@ -75,6 +75,13 @@ def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
                  for name in ("validation", "test")}, sharded=distributed.active(),
         prepare=to_model, prepare_fit=to_model,
         optimizer=make_optimizer(model.parameters(), settings))
+
+
+def compiled(module: nn.Module, enabled: bool) -> nn.Module:
+    """``module`` through torch.compile when ``enabled`` (compute.compile, CUDA only): the
+    compiled module shares its parameters, so the optimizer, the saved weights and the
+    scoring (``scorer``, left eager) are those of ``module`` itself."""
+    return torch.compile(module) if enabled else module
 
 
 PHASE_RUNS = {PHASE_FEATURES: feature_extraction_run, PHASE_FINE_TUNING: image_run,

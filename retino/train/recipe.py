@@ -38,6 +38,7 @@ class TrainSettings:
     head: str = "classification"  # | regression
     regression_loss: str = "smooth_l1"  # | mse, regression head only
     lr_key: str = "lr"  # the params.yaml key of ``lr``, for messages
+    compile: bool = False  # compute.compile: torch.compile the image phases' training step
 
     def schedule(self) -> list[tuple[str, int]]:
         """(phase, epochs) in order: two phases from ImageNet, one from scratch."""
@@ -48,7 +49,8 @@ class TrainSettings:
 
 
 def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
-                   class_weights: tuple[float, ...]) -> TrainSettings:
+                   class_weights: tuple[float, ...], compile_step: bool = False
+                   ) -> TrainSettings:
     """The settings of run ``<arch>-<init>`` from params.yaml; ``class_weights`` (from
     the train statistics) are used only when ``train.weighted_loss`` is on."""
     arch_params = getattr(train, arch)
@@ -58,4 +60,5 @@ def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
         lr=arch_params.lr, momentum=train.momentum, weight_decay=train.weight_decay,
         class_weights=class_weights if train.weighted_loss else None,
         seed=train.run_seed, num_workers=num_workers, head=train.head,
-        regression_loss=train.regression_loss, lr_key=f"train.{arch}.lr")
+        regression_loss=train.regression_loss, lr_key=f"train.{arch}.lr",
+        compile=compile_step)
