@@ -1,0 +1,90 @@
+"""`dvc exp run` on the tiny pipeline: the lab's weighted-loss experiment, models from the
+run-cache, the field's recipe end to end, DVC's queue."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.dvc_project import (RUNS, assert_exp_show_leads_with_every_headline, stored_history,
+                               model_hashes, ran_stages, run)
+
+pytestmark = pytest.mark.slow
+
+
+def test_weighted_loss_experiment_reruns_training_not_data(repo):
+    before = {n: json.loads((repo / "metrics" / f"{n}.json").read_text()) for n in RUNS}
+    output = run(repo, "dvc", "exp", "run", "-S", "train.weighted_loss=true")
+    stages = ran_stages(output)
+    assert {f"train@{r}" for r in RUNS} <= stages and "compare" in stages
+    assert not stages & {"synthesize", "downscale-images", "compute-stats", "plots-page"}
+    after = {n: json.loads((repo / "metrics" / f"{n}.json").read_text()) for n in RUNS}
+    assert all(after[n]["weighted_loss"] is True for n in RUNS)
+    assert any(after[n]["confusion_counts"] != before[n]["confusion_counts"] for n in RUNS)
+    assert_exp_show_leads_with_every_headline(repo)  # now with an experiment row
+
+
+def test_an_experiment_that_repeats_train_params_gets_its_models_from_the_run_cache(repo):
+    """Back from the weighted-loss experiment to the committed params: DVC's run-cache
+    restores every train stage (their one output is cached), nothing trains again, and
+    evaluate still writes each history from the restored model file."""
+    output = run(repo, "dvc", "exp", "run", "-S", "train.weighted_loss=false")
+    stages = ran_stages(output)
+    assert not {s for s in stages if s.startswith("train@")}, output
+    for name in RUNS:
+        assert f"Stage 'train@{name}' is cached - skipping run" in output, output
+    assert {f"evaluate@{r}" for r in RUNS} | {"compare"} <= stages
+    assert model_hashes((repo / "dvc.lock").read_text()) == \
+        model_hashes(run(repo, "git", "show", "HEAD:dvc.lock"))
+    for name in RUNS:
+        rows = (repo / "plots" / "history" / f"{name}.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,phase,train_loss,acc_train,acc_test,val_qwk")
+        assert len(rows) == 1 + len(stored_history(repo / "models" / f"{name}.pt"))
+    # the same models give the committed histories and metrics, byte for byte (the model
+    # cards differ: they name the git revision they were written at)
+    assert run(repo, "git", "diff", "--stat", "HEAD", "--", "plots/history",
+               "metrics/*.json").strip() == ""
+
+
+RECIPE_RUNS = ("resnet18-scratch", "resnet50-pretrained")  # both archs, both inits
+
+
+def test_the_fields_recipe_runs_end_to_end_through_dvc(from_the_commit, tmp_path):
+    repo = from_the_commit
+    output = run(repo, "dvc", "exp", "run", "-S", "train.head=regression",
+                 "-S", "evaluate.tta=flips", "-S", "evaluate.pair_eyes=true",
+                 "-S", "data.preprocess=graham", *(f"evaluate@{r}" for r in RECIPE_RUNS))
+    assert "downscale-images" in ran_stages(output)
+    stats = json.loads((repo / "metrics" / "data_stats.json").read_text())
+    assert stats["preprocess"] == "graham"
+    for name in RECIPE_RUNS:
+        report = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert report["head"] == "regression" and report["tta"] == "flips"
+        assert len(report["cuts"]) == 4 and report["cuts"] == sorted(report["cuts"])
+        paired = report["paired_eyes"]
+        assert {"acc", "qwk", "bacc", "ref_sens", "ref_spec", "ref_auc", "ci95"} <= set(paired)
+    photos = sorted((repo / "data" / "synthetic" / "data").glob("*.jpeg"))[:3]
+    run(repo, "python", "-m", "retino", "predict", "--model", "models/resnet18-scratch.pt",
+        *map(str, photos), "--out", str(tmp_path / "p.csv"), "--device", "cpu")
+    header = (tmp_path / "p.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["file", "grade", "score"] and "p_grade_0" not in header
+
+
+def test_queued_experiments_run_one_after_another(repo):
+    run(repo, "dvc", "exp", "run", "--queue", "-S", "evaluate.batch_size=8",
+        "evaluate@resnet18-scratch")
+    run(repo, "dvc", "queue", "start", "-j", "1")
+    deadline, status = time.monotonic() + 600, ""
+    while time.monotonic() < deadline:
+        status = run(repo, "dvc", "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(2)
+    assert "Success" in status and "Failed" not in status, status
+    experiments = json.loads(run(repo, "dvc", "exp", "show", "--json"))
+    params = [rev["data"]["params"]["params.yaml"]["data"]["evaluate"]["batch_size"]
+              for commit in experiments for exp in commit.get("experiments") or []
+              for rev in exp["revs"]]
+    assert 8 in params
