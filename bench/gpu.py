@@ -44,7 +44,7 @@ from torch import nn  # noqa: E402
 
 from retino.data.arrays import ArrayWriter  # noqa: E402
 from retino.presets import PRESETS  # noqa: E402
-from retino.train.device import MEMORY_FORMAT, autocast, configure_backends  # noqa: E402
+from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.train.fit import fit  # noqa: E402
 from retino.train.inputs import ImageArray, ToModel, TrainData, epoch_generator  # noqa: E402
 from retino.train.models import build_model  # noqa: E402
@@ -84,7 +84,7 @@ def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.
     with ``compile_step``, through torch.compile (compute.compile), and the seconds of
     the warm-up steps, where the compilation happens."""
     torch.manual_seed(0)
-    model = build_model(arch, pretrained=False).to(device, memory_format=MEMORY_FORMAT)
+    model = build_model(arch, pretrained=False).to(device, memory_format=memory_format(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     trained = compiled(model, compile_step)
     to_model = ToModel(MEAN, STD, device)

@@ -50,7 +50,7 @@ from retino.data.sources import read_source  # noqa: E402
 from retino.data.synthetic import write_dataset  # noqa: E402
 from retino.lab import FundusImages, image_transform  # noqa: E402
 from retino.progress import console, print_table  # noqa: E402
-from retino.train.device import MEMORY_FORMAT, autocast, configure_backends  # noqa: E402
+from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.train.inputs import (ImageArray, ToModel, epoch_generator, make_loader,  # noqa: E402
                                  set_epoch, to_device)
 from retino.train.loop import extract_features, train_one_epoch  # noqa: E402
@@ -216,7 +216,7 @@ def train_step_worker(arch: str, device_name: str, size: int, batch: int, steps:
     configure_backends(device)
     torch.manual_seed(0)
     model = build_model(arch, pretrained=False).to(device=device,
-                                                   memory_format=MEMORY_FORMAT)
+                                                   memory_format=memory_format(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     to_model = ToModel(MEAN, STD, device)

@@ -250,9 +250,9 @@ def _check_removed_sections(raw: dict, errors: list[str]) -> None:
 
 
 # why compute.compile is refused on the CPU (bench/levers.py measures it)
-CPU_COMPILE = ("torch.compile is for the CUDA training step; on the CPU it measured no "
-               "faster per step and costs a compilation in every train stage "
-               "(README \"Performance\"): set compute.compile: false")
+CPU_COMPILE = ("torch.compile is for the CUDA training step; on the CPU it measured slower "
+               "than eager per step, after a compilation of about a minute in every train "
+               "stage (bench/levers.py, README \"Performance\"): set compute.compile: false")
 
 MIN_BATCHNORM_IMAGES = 2  # of every batch: BatchNorm in train mode needs 2 or more
 

@@ -8,8 +8,10 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from retino.errors import ParamsError
-from retino.train import loop
-from retino.train.device import MEMORY_FORMAT, autocast, check_compile, resolve_device
+from retino.train import device as device_module
+from retino.train import fit as fit_module
+from retino.train import inputs, loop
+from retino.train.device import autocast, check_compile, memory_format, resolve_device
 from retino.train.fit import Recorder, fit, train_phase
 from retino.train.inputs import EpochBatches, ToModel, load_train_data, make_loader, set_epoch
 from retino.train.loop import make_criterion
@@ -138,7 +140,9 @@ def test_compile_wraps_the_training_step_alone(data):
     assert image_run(model, data, _settings("scratch"), CPU).module is model
 
 
-def test_bf16_autocast_is_selected_by_device():
+def test_gpu_speed_settings_are_selected_by_device():
+    assert memory_format(torch.device("cuda")) == torch.channels_last
+    assert memory_format(CPU) == torch.contiguous_format
     with warnings.catch_warnings():  # "CUDA is not available" on CPU-only machines
         warnings.simplefilter("ignore")
         cuda_autocast = autocast(torch.device("cuda"))
@@ -151,17 +155,18 @@ def test_gpu_input_path_runs_on_cpu_in_bf16_and_channels_last(data, monkeypatch)
     the loop and channels_last batches straight from the uint8 NHWC arrays."""
     monkeypatch.setattr(loop, "autocast",
                         lambda device: torch.autocast("cpu", dtype=torch.bfloat16))
+    monkeypatch.setattr(inputs, "memory_format", lambda device: torch.channels_last)
+    monkeypatch.setattr(fit_module, "memory_format", lambda device: torch.channels_last)
     pixels = torch.stack([data.fit[i][0] for i in range(4)])
     batch = ToModel(MEAN, STD, CPU, reuse_buffers=False)(pixels)  # the CUDA branch
-    cpu_batch = ToModel(MEAN, STD, CPU)(pixels)
-    assert batch.is_contiguous(memory_format=MEMORY_FORMAT)
-    assert cpu_batch.is_contiguous(memory_format=MEMORY_FORMAT)
-    torch.testing.assert_close(batch, cpu_batch)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(batch, ToModel(MEAN, STD, CPU)(pixels))
     torch.manual_seed(0)
     result = fit(build_model("resnet18", pretrained=False), data,
                  _settings("scratch", epochs=(1, 1)), CPU)
     assert len(result.history) == 2
     assert all(torch.isfinite(v).all() for v in result.best_state.values() if v.is_floating_point())
+    assert device_module.memory_format(torch.device("cuda")) == torch.channels_last
 
 
 class Interrupted(Exception):

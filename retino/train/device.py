@@ -1,4 +1,4 @@
-"""Device choice and the speed settings: bf16 autocast (CUDA only), channels_last (both)."""
+"""Device choice and the CUDA-only speed settings (bf16 autocast, channels_last)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,12 @@ def autocast(device: torch.device) -> ContextManager:
     return contextlib.nullcontext()
 
 
-# channels_last on both devices: cuDNN's tensor-core convolutions want it, and on the
-# CPU oneDNN's convolutions run faster in it (bench/levers.py: training steps and
-# scoring at 96 px, ResNet-18 and ResNet-50, against the contiguous layout)
-MEMORY_FORMAT = torch.channels_last
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on CUDA, where cuDNN's tensor-core convolutions want it; the
+    contiguous layout on the CPU, where channels_last measured slower at the default
+    48 px (``bench/levers.py``: ResNet-18 and ResNet-50 training and scoring) and
+    faster only for some of them at 96 px."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 def configure_backends(device: torch.device) -> None:

@@ -21,7 +21,7 @@ from retino.grading import (broken_rows, fit_decisions, learned_nothing,
                             learned_nothing_text, predicted_grades, quadratic_weighted_kappa)
 from retino.progress import console, stopwatch
 from retino.train import distributed
-from retino.train.device import MEMORY_FORMAT
+from retino.train.device import memory_format
 from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
 from retino.train.loop import Score, make_criterion, predict_logits, score, train_one_epoch
 from retino.train.phases import PHASE_RUNS, SCORING_BATCH, PhaseRun
@@ -123,7 +123,7 @@ def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torc
         on_epoch: EpochDone = lambda result, optimizer: None) -> TrainResult:
     """Run the schedule of ``settings.init`` (from ``resume`` when given); return the
     history and the best validation weights. ``on_epoch`` runs after every epoch."""
-    model.to(device=device, memory_format=MEMORY_FORMAT)
+    model.to(device=device, memory_format=memory_format(device))
     recorder = Recorder(model)
     if resume is not None:
         model.load_state_dict(resume.model_state)

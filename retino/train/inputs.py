@@ -4,9 +4,9 @@ flipped) batches on the device; the train statistics; the loaders.
 ``ImageArray`` yields raw ``H x W x 3`` uint8 images from the memory-mapped
 ``<mode>.npy`` of downscale-images; nothing is decoded per epoch. ``ToModel``
 turns a uint8 batch into what the network sees *on the device*: float, normalised
-with the train statistics, randomly flipped when training, in channels_last memory
-(faster on both devices). A ``N x H x W x 3`` batch viewed as ``N x 3 x H x W``
-already has the channels_last layout, so the conversion copies straight across.
+with the train statistics, randomly flipped when training, in the device's memory
+format. A ``N x H x W x 3`` batch viewed as ``N x 3 x H x W`` already has the
+channels_last layout, so on the GPU the conversion copies straight across.
 
 Every epoch draws its shuffling order and flips from generators seeded with
 (``train.run_seed``, epoch), not from a stream that earlier epochs advanced, so a
@@ -30,7 +30,7 @@ from retino.data.stats import DataStats, load_stats  # noqa: F401  (the stats fi
 from retino.errors import DataError
 from retino.params import MIN_BATCHNORM_IMAGES
 from retino.train import distributed
-from retino.train.device import MEMORY_FORMAT
+from retino.train.device import memory_format
 
 Prepare = Callable[[torch.Tensor], torch.Tensor]  # a loader batch -> model input
 
@@ -90,15 +90,15 @@ BUFFERED_SHAPES = 3  # a full batch, an epoch's last partial batch, a scoring ba
 class ToModel:
     """uint8 ``N x H x W x 3`` batches -> normalised float ``N x 3 x H x W`` on ``device``.
 
-    On the CPU, per image, flipping and the uint8 -> float conversion happen in one
-    copy, and the normalisation runs in place while the image
+    On the CPU, per image, flipping, the uint8 -> float conversion and the change of
+    layout happen in one copy, and the normalisation runs in place while the image
     is still in cache; the result goes into one of two buffers that take turns
     (allocations over 32 MiB come fresh from the kernel every time, and touching new
     pages costs more than the conversion itself): a returned batch stays valid until
     two more batches of the same shape have been prepared, which is how the training
     and scoring loops use it. On CUDA the same steps run vectorised over the whole
-    batch (a loop of per-image kernel launches would dominate), into fresh memory
-    from the caching allocator. Both give channels_last batches.
+    batch (a loop of per-image kernel launches would dominate), into fresh
+    channels_last memory from the caching allocator.
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], device: torch.device,
@@ -139,18 +139,17 @@ class ToModel:
     def _whole_batch(self, images: torch.Tensor, horizontal: list[bool],
                      vertical: list[bool]) -> torch.Tensor:
         out = torch.empty(images.shape, device=self.device,
-                          memory_format=MEMORY_FORMAT)
+                          memory_format=memory_format(self.device))
         out.copy_(images)
         for flipped, dim in ((horizontal, 3), (vertical, 2)):
             if any(flipped):
                 chosen = torch.tensor(flipped, device=self.device).view(-1, 1, 1, 1)
                 out = torch.where(chosen, out.flip(dim), out)
         out = out.mul_(self.scale).add_(self.shift)
-        return out.contiguous(memory_format=MEMORY_FORMAT)
+        return out.contiguous(memory_format=memory_format(self.device))
 
     def _output(self, shape: torch.Size) -> torch.Tensor:
-        pair = self._buffers.pop(shape, None) or [torch.empty(shape, memory_format=MEMORY_FORMAT)
-                                                   for _ in range(2)]
+        pair = self._buffers.pop(shape, None) or [torch.empty(shape) for _ in range(2)]
         pair.reverse()
         self._buffers[shape] = pair  # most recently used last
         while len(self._buffers) > BUFFERED_SHAPES:
@@ -302,6 +301,6 @@ def to_device(device: torch.device) -> Prepare:
     def prepare(inputs: torch.Tensor) -> torch.Tensor:
         inputs = inputs.to(device, non_blocking=True)
         if inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=MEMORY_FORMAT)
+            inputs = inputs.contiguous(memory_format=memory_format(device))
         return inputs
     return prepare
