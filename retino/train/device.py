@@ -42,8 +42,7 @@ def autocast(device: torch.device) -> ContextManager:
 def memory_format(device: torch.device) -> torch.memory_format:
     """channels_last on CUDA, where cuDNN's tensor-core convolutions want it; the
     contiguous layout on the CPU, where channels_last measured slower at the default
-    48 px (``bench/levers.py``: ResNet-18 and ResNet-50 training and scoring) and
-    faster only for some of them at 96 px."""
+    48 px (``bench/levers.py``: ResNet-18 and ResNet-50, training and scoring)."""
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
