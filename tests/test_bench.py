@@ -146,6 +146,36 @@ def test_the_default_run_benchmark_reads_the_train_stages_timing_line():
     assert default_run.activity_seconds("no timing here") == {}
 
 
+def test_the_default_run_benchmark_says_which_models_beat_the_baseline(tmp_path):
+    """A model is above the majority baseline in QWK when its whole interval is above
+    0, the QWK of grading every eye alike."""
+    import default_run
+
+    (tmp_path / "metrics").mkdir()
+    for name, low in (("resnet18-scratch", 0.61), ("resnet50-pretrained", -0.02)):
+        report = {"qwk": low + 0.1, "acc": 80.04, "baseline_acc": 74.79,
+                  "ci95": {"qwk": [low, low + 0.2], "acc": [75.0, 85.0]}}
+        (tmp_path / "metrics" / f"{name}.json").write_text(json.dumps(report))
+    (tmp_path / "metrics" / "data_stats.json").write_text("{}")  # not a model
+    results = default_run.model_results(tmp_path)
+    assert list(results) == ["resnet18-scratch", "resnet50-pretrained"]
+    assert results["resnet18-scratch"] == {
+        "qwk": 0.71, "qwk_ci95": [0.61, 0.81], "acc": 80.0, "acc_ci95": [75.0, 85.0],
+        "baseline_acc": 74.8, "qwk_above_baseline": True}
+    assert results["resnet50-pretrained"]["qwk_above_baseline"] is False
+
+
+def test_the_levers_benchmark_takes_turns_and_reports_each_work():
+    import levers
+
+    calls = []
+    seconds = levers.interleaved({"a": lambda: calls.append("a"),
+                                  "b": lambda: calls.append("b")}, repeats=2, rounds=3)
+    assert set(seconds) == {"a", "b"} and all(value >= 0 for value in seconds.values())
+    assert calls[:4] == ["a", "a", "b", "b"]  # two warm-up calls each
+    assert calls[4:] == ["a", "a", "b", "b"] * 3  # then the rounds, taking turns
+
+
 QUEUE_STATUS = """Task     Name        Created    Status
 5bfa2b8  ablation-2  12:27 AM   Running
 7ba97bb  ablation-1  12:27 AM   Success
