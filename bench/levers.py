@@ -67,16 +67,19 @@ def model_in(arch: str, layout: str) -> torch.nn.Module:
     return getattr(models, arch)(num_classes=5).to(memory_format=LAYOUTS[layout])
 
 
-def train_step(arch: str, size: int, layout: str) -> Callable[[], None]:
-    """One SGD step of ``arch`` on a random batch of ``TRAIN_BATCH`` images."""
+def train_step(arch: str, size: int, layout: str, compile_model: bool = False
+               ) -> Callable[[], None]:
+    """One SGD step of ``arch`` on a random batch of ``TRAIN_BATCH`` images; with
+    ``compile_model``, through torch.compile (which compiles on the first step)."""
     model = model_in(arch, layout).train()
+    forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(TRAIN_BATCH, 3, size, size).to(memory_format=LAYOUTS[layout])
     grades = torch.randint(0, 5, (TRAIN_BATCH,))
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(images), grades).backward()
+        torch.nn.functional.cross_entropy(forward(images), grades).backward()
         optimizer.step()
     return step
 
@@ -181,18 +184,9 @@ def size_rows(size: int, steps: int, layout: str) -> list[dict]:
 
 def compile_rows(size: int, steps: int, layout: str) -> list[dict]:
     """torch.compile of the training step against eager, and what compiling costs: the
-    seconds of the first compiled step (with its warm-up) over an eager one's."""
+    seconds of the first compiled step, which holds the compilation."""
     eager = train_step("resnet18", size, layout)
-    model = model_in("resnet18", layout).train()
-    compiled_model = torch.compile(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    images = torch.randn(TRAIN_BATCH, 3, size, size).to(memory_format=LAYOUTS[layout])
-    grades = torch.randint(0, 5, (TRAIN_BATCH,))
-
-    def compiled() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(compiled_model(images), grades).backward()
-        optimizer.step()
+    compiled = train_step("resnet18", size, layout, compile_model=True)
     started = time.perf_counter()
     compiled()
     compile_seconds = time.perf_counter() - started
