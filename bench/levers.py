@@ -39,6 +39,7 @@ from torchvision import models  # noqa: E402
 from measure import project_params  # noqa: E402
 
 from retino.progress import console, print_table  # noqa: E402
+from retino.train.phases import compiled  # noqa: E402
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 TRAIN_BATCH = 16
@@ -72,7 +73,7 @@ def train_step(arch: str, size: int, layout: str, compile_model: bool = False
     """One SGD step of ``arch`` on a random batch of ``TRAIN_BATCH`` images; with
     ``compile_model``, through torch.compile (which compiles on the first step)."""
     model = model_in(arch, layout).train()
-    forward = torch.compile(model) if compile_model else model
+    forward = compiled(model, compile_model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     images = torch.randn(TRAIN_BATCH, 3, size, size).to(memory_format=LAYOUTS[layout])
     grades = torch.randint(0, 5, (TRAIN_BATCH,))
@@ -186,11 +187,11 @@ def compile_rows(size: int, steps: int, layout: str) -> list[dict]:
     """torch.compile of the training step against eager, and what compiling costs: the
     seconds of the first compiled step, which holds the compilation."""
     eager = train_step("resnet18", size, layout)
-    compiled = train_step("resnet18", size, layout, compile_model=True)
+    compiled_step = train_step("resnet18", size, layout, compile_model=True)
     started = time.perf_counter()
-    compiled()
+    compiled_step()
     compile_seconds = time.perf_counter() - started
-    train = images_per_s(interleaved({"eager": eager, "compiled": compiled}, steps),
+    train = images_per_s(interleaved({"eager": eager, "compiled": compiled_step}, steps),
                          {"eager": TRAIN_BATCH, "compiled": TRAIN_BATCH})
     return [{"lever": "torch.compile", "arch": "resnet18", "size": size, "layout": layout,
              "train_images_per_s": train, "compile_seconds": round(compile_seconds, 1),
