@@ -29,6 +29,9 @@ HEADS = ("classification", "regression")
 REGRESSION_LOSSES = ("smooth_l1", "mse")
 PREPROCESSING = ("none", "graham")
 TTA = ("none", "flips")
+AUGMENTATIONS = ("flips", "field")
+LR_SCHEDULES = ("constant", "cosine")
+OPTIMIZERS = ("sgd", "nesterov", "adamw")
 # The ImageNet weights torchvision has for each architecture (a test keeps this equal
 # to torchvision's own list), so that params.yaml is checked without importing torch.
 WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2")}
@@ -81,7 +84,13 @@ class TrainParams:
     momentum: float
     weight_decay: float
     validation_fraction: float
-    run_seed: int  # initial weights, batch order, flips
+    run_seed: int  # initial weights, batch order, augmentation
+    augment: str  # flips (the lab's) | field (rotation, scale, shift, colour, flips)
+    lr_schedule: str  # constant (the lab's) | cosine, stepped per batch in each phase
+    warmup_epochs: int  # linear warm-up at the start of each phase; 0 = none
+    optimizer: str  # sgd (the lab's, with momentum) | nesterov | adamw
+    ema: float  # decay of the weights' moving average; 0 = off
+    label_smoothing: float  # classification head's cross-entropy; 0 = off
     gpus: int | str  # processes (devices) of one run, or "all"; > 1 runs under torchrun
     resnet18: ArchParams
     resnet50: ArchParams
@@ -197,7 +206,10 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "epochs_feature_extraction": EPOCHS, "epochs_fine_tuning": EPOCHS,
         "weighted_loss": _boolean, "momentum": _number_in(0, 1, high_open=True),
         "weight_decay": _number_in(0, 1, high_open=True), "validation_fraction": FRACTION,
-        "run_seed": SEED, "gpus": _process_count,
+        "run_seed": SEED, "augment": _one_of(AUGMENTATIONS),
+        "lr_schedule": _one_of(LR_SCHEDULES), "warmup_epochs": _int_in(0, 999),
+        "optimizer": _one_of(OPTIMIZERS), "ema": _number_in(0, 1, high_open=True),
+        "label_smoothing": _number_in(0, 1, high_open=True), "gpus": _process_count,
     },
     "evaluate": {"batch_size": BATCH, "tta": _one_of(TTA), "pair_eyes": _boolean},
 }
@@ -278,6 +290,28 @@ def _process_problems(train: dict, archs: dict, compute: dict) -> list[str]:
     return problems
 
 
+def _recipe_problems(train: dict) -> list[str]:
+    """What the recipe keys ask of each other (each key's own range is checked above)."""
+    problems = []
+    smoothing, warmup = train.get("label_smoothing"), train.get("warmup_epochs")
+    if train.get("head") == "regression" and _is_number(smoothing) and smoothing > 0:
+        problems.append(f"train.label_smoothing = {smoothing!r} with train.head = "
+                        "'regression': label smoothing is for the classification head's "
+                        "cross-entropy; set it to 0")
+    if train.get("optimizer") == "nesterov" and train.get("momentum") == 0:
+        problems.append("train.optimizer = 'nesterov' with train.momentum = 0: Nesterov "
+                        "momentum needs a momentum > 0 (e.g. 0.9)")
+    phases = [train.get(key) for key in ("epochs_feature_extraction", "epochs_fine_tuning")]
+    if _is_int(warmup) and warmup > 0 and all(_is_int(p) and p >= 1 for p in phases):
+        shortest = min(phases)
+        if warmup >= shortest:
+            problems.append(f"train.warmup_epochs = {warmup}: must be shorter than each "
+                            f"training phase (the shortest, of the pretrained runs, has "
+                            f"{shortest} epoch(s): train.epochs_feature_extraction and "
+                            "train.epochs_fine_tuning)")
+    return problems
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping and build the typed ``Params``; raise on any problem."""
     errors: list[str] = []
@@ -295,6 +329,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             errors.append(f"train.{arch}.imagenet_weights = {name!r}: torchvision has no such "
                           f"weights for {arch}; choose {' or '.join(WEIGHT_NAMES[arch])}")
     errors += _process_problems(sections["train"], archs, sections["compute"])
+    errors += _recipe_problems(sections["train"])
     if errors:
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     train = {k: v for k, v in sections["train"].items() if k not in ARCHS}
@@ -330,8 +365,9 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "compute-stats": ("data.image_size", "data.preprocess"),
     "train": ("train.head", "train.regression_loss", "train.epochs_feature_extraction",
               "train.epochs_fine_tuning", "train.weighted_loss", "train.momentum", "train.weight_decay",
-              "train.validation_fraction", "train.run_seed", "train.gpus",
-              "train.{arch}",
+              "train.validation_fraction", "train.run_seed", "train.augment",
+              "train.lr_schedule", "train.warmup_epochs", "train.optimizer", "train.ema",
+              "train.label_smoothing", "train.gpus", "train.{arch}",
               "data.split_seed", "compute.device", "compute.loader_workers",
               "compute.compile"),
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",

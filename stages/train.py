@@ -8,9 +8,11 @@ were run before gets its models back instead of training them again.
 Reads params.yaml: train.head (classification | regression), train.regression_loss
 (smooth_l1 | mse), train.weighted_loss, train.epochs_feature_extraction,
 train.epochs_fine_tuning, train.momentum, train.weight_decay,
-train.validation_fraction, train.run_seed, train.gpus, train.<arch> (batch_size, lr,
-imagenet_weights, weights_file), data.split_seed, compute.device (auto | cpu | cuda),
-compute.loader_workers, compute.compile (CUDA only).
+train.validation_fraction, train.run_seed, train.augment (flips | field),
+train.lr_schedule (constant | cosine), train.warmup_epochs, train.optimizer (sgd |
+nesterov | adamw), train.ema, train.label_smoothing, train.gpus, train.<arch>
+(batch_size, lr, imagenet_weights, weights_file), data.split_seed, compute.device
+(auto | cpu | cuda), compute.loader_workers, compute.compile (CUDA only).
 """
 
 import argparse
@@ -27,8 +29,8 @@ from retino.stage import catching_interrupts, run_stage, stage_parser
 from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
 from retino.train.device import check_compile, configure_backends, resolve_device
-from retino.train.fit import (TrainResult, fit, history_rows, training_verdict,
-                              validation_decisions)
+from retino.train.fit import (TrainingState, TrainResult, fit, history_rows,
+                              training_verdict, validation_decisions)
 from retino.train.inputs import load_stats, load_train_data
 from retino.train.models import build_model, weights_enum, weights_source
 from retino.train.recipe import train_settings
@@ -95,9 +97,9 @@ def main() -> None:
                         run_identity(args, recorded, device, weights_file))
     started = time.perf_counter()
 
-    def epoch_done(result: TrainResult, optimizer: torch.optim.Optimizer) -> None:
+    def epoch_done(result: TrainResult, state: TrainingState) -> None:
         if distributed.is_main():
-            resume.save(result, model, optimizer)
+            resume.save(result, model, state)
         interrupts.check()  # a Ctrl-C that Python swallowed stops the run here
 
     with catching_interrupts() as interrupts:

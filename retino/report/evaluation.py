@@ -259,13 +259,18 @@ def learned_nothing_report(validation: ValidationOutputs, cuts: tuple | None,
 
 def history_csv(checkpoint: dict[str, Any], model_file: str | Path) -> str:
     """The per-epoch table the train stage stored in ``model_file`` (the lab's
-    ``acc_train``/``acc_test`` with the validation scores), as CSV text."""
+    ``acc_train``/``acc_test`` with the validation scores and the epoch's learning
+    rate), as CSV text: scores to 4 decimals, the learning rate to 6 significant
+    digits (a cosine schedule's last epochs are below 0.0001)."""
     history = checkpoint.get("history")
     if not history:
         raise DataError(f"{model_file}: holds no per-epoch history (a model file of an "
                         "older retino); train it again: "
                         f"dvc repro -f train@{Path(model_file).stem}")
-    return pd.DataFrame(history).to_csv(index=False, float_format="%.4f")
+    table = pd.DataFrame(history)
+    if "lr" in table:
+        table["lr"] = table["lr"].map(lambda rate: f"{rate:.6g}")
+    return table.to_csv(index=False, float_format="%.4f")
 
 
 def prediction_rows(actual: np.ndarray, predicted: np.ndarray) -> list[dict[str, str]]:

@@ -1,15 +1,16 @@
 """One run from start (or resume point) to the weights chosen on validation.
 
 Each epoch records the lab's table (``acc_train``, ``acc_test``) plus the
-validation score; the weights kept are those of the epoch with the best validation
-kappa, never chosen on test.
+validation score and the epoch's mean learning rate; the weights kept are those of
+the epoch with the best validation kappa, never chosen on test. With ``train.ema``
+on, what is scored, chosen and kept is the moving average of the weights.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -21,9 +22,11 @@ from retino.grading import (broken_rows, fit_decisions, learned_nothing,
                             learned_nothing_text, predicted_grades, quadratic_weighted_kappa)
 from retino.progress import console, stopwatch
 from retino.train import distributed
+from retino.train.averaging import WeightAverage
 from retino.train.device import memory_format
 from retino.train.inputs import ToModel, TrainData, epoch_generator, make_loader, set_epoch
 from retino.train.loop import Score, make_criterion, predict_logits, score, train_one_epoch
+from retino.train.optim import LearningRateSchedule
 from retino.train.phases import PHASE_RUNS, SCORING_BATCH, PhaseRun
 from retino.train.recipe import TrainSettings
 
@@ -37,6 +40,7 @@ class EpochRecord:
     acc_test: float
     val_qwk: float
     val_acc: float
+    lr: float  # the mean learning rate of the epoch's batches
 
 
 @dataclass
@@ -55,12 +59,12 @@ class Recorder:
         self.result = result or TrainResult()
 
     def record(self, phase: str, loss: float, acc_train: float, test: Score,
-               validation: Score) -> None:
+               validation: Score, lr: float) -> None:
         epoch = len(self.result.history) + 1
         self.result.history.append(EpochRecord(
             epoch=epoch, phase=phase, train_loss=loss, acc_train=acc_train,
             acc_test=test.accuracy, val_qwk=validation.kappa,
-            val_acc=validation.accuracy))
+            val_acc=validation.accuracy, lr=lr))
         key = (validation.kappa, validation.accuracy)  # kappa first: accuracy rewards grade 0
         if key > self.result.best_key:
             self.result.best_key = key
@@ -79,30 +83,52 @@ class ResumePoint:
     result: TrainResult
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict
+    schedule_state: dict | None = None  # the phase's learning-rate schedule
+    average_state: dict | None = None  # train.ema's moving average, when on
 
 
-EpochDone = Callable[[TrainResult, torch.optim.Optimizer], None]
+@dataclass
+class TrainingState:
+    """What besides the model's weights a resumed run needs: the phase's optimizer and
+    learning-rate schedule, and the weights' moving average (``train.ema``, else None)."""
+
+    optimizer: torch.optim.Optimizer
+    schedule: LearningRateSchedule
+    average: WeightAverage | None = None
+
+    def after_step(self, model: nn.Module) -> None:
+        self.schedule.step()
+        if self.average is not None:
+            self.average.update(model)
+
+
+EpochDone = Callable[[TrainResult, TrainingState], None]
 
 
 def train_phase(run: PhaseRun, phase: str, epochs: range, settings: TrainSettings,
-                recorder: Recorder, criterion: nn.Module, on_epoch: EpochDone) -> None:
-    """Train ``run`` for the global (0-based) epoch numbers in ``epochs``."""
+                recorder: Recorder, criterion: nn.Module, state: TrainingState,
+                model: nn.Module, on_epoch: EpochDone) -> None:
+    """Train ``run`` (the phase of ``model``) for the global (0-based) epoch numbers in
+    ``epochs``."""
     for epoch in epochs:
         set_epoch(run.fit, epoch)
-        flips = epoch_generator(distributed.rank_seed(settings.seed), epoch, 1)
+        draws = epoch_generator(distributed.rank_seed(settings.seed), epoch, 1)
         run.module.train()
         with stopwatch.timing("training"):
-            loss, acc = train_one_epoch(run.module, run.fit, criterion, run.optimizer,
-                                        lambda batch: run.prepare_fit(batch, flips),
-                                        f"{phase} {epoch + 1}", sharded=run.sharded)
+            loss, acc = train_one_epoch(run.module, run.fit, criterion, state.optimizer,
+                                        lambda batch: run.prepare_fit(batch, draws),
+                                        f"{phase} {epoch + 1}", sharded=run.sharded,
+                                        after_step=lambda: state.after_step(model))
         stop_if_diverged(loss, epoch, phase, settings)
+        if run.sharded and state.average is not None:
+            distributed.share_main_buffers(state.average.model)
         scores = {}
         for name in ("test", "validation"):  # test: the lab's acc_test column
             with stopwatch.timing(f"scoring {name}"):
                 scores[name] = score(run.scorer, run.scoring[name], run.prepare, run.sharded)
-        recorder.record(phase, loss, acc, **scores)
+        recorder.record(phase, loss, acc, **scores, lr=state.schedule.epoch_lr())
         with stopwatch.timing("writing"):
-            on_epoch(recorder.result, run.optimizer)
+            on_epoch(recorder.result, state)
 
 
 def stop_if_diverged(loss: float, epoch: int, phase: str, settings: TrainSettings) -> None:
@@ -120,26 +146,36 @@ def stop_if_diverged(loss: float, epoch: int, phase: str, settings: TrainSetting
 
 def fit(model: nn.Module, data: TrainData, settings: TrainSettings, device: torch.device,
         resume: ResumePoint | None = None,
-        on_epoch: EpochDone = lambda result, optimizer: None) -> TrainResult:
+        on_epoch: EpochDone = lambda result, state: None) -> TrainResult:
     """Run the schedule of ``settings.init`` (from ``resume`` when given); return the
     history and the best validation weights. ``on_epoch`` runs after every epoch."""
     model.to(device=device, memory_format=memory_format(device))
-    recorder = Recorder(model)
     if resume is not None:
         model.load_state_dict(resume.model_state)
+    average = WeightAverage(model, settings.ema) if settings.ema > 0 else None
+    if average is not None and resume is not None:
+        average.load_state_dict(resume.average_state)
+    recorder = Recorder(model if average is None else average.model)
+    if resume is not None:
         recorder.result = resume.result
     done = len(recorder.result.history)
     criterion = make_criterion(settings.class_weights, device, settings.head,
-                               settings.regression_loss)
+                               settings.regression_loss, settings.label_smoothing)
     first = 0
     for phase, epochs in settings.schedule():
         last = first + epochs
         if done < last:
             run = PHASE_RUNS[phase](model, data, settings, device)
+            if average is not None:  # scored: the average's copy of what trains
+                run = replace(run, scorer=average.counterpart(model, run.scorer))
+            state = TrainingState(run.optimizer,
+                                  LearningRateSchedule(run.optimizer, settings, epochs,
+                                                       len(run.fit)), average)
             if resume is not None and done > first:  # stopped inside this phase
                 run.optimizer.load_state_dict(resume.optimizer_state)
+                state.schedule.load_state_dict(resume.schedule_state)
             train_phase(run, phase, range(max(first, done), last), settings, recorder,
-                        criterion, on_epoch)
+                        criterion, state, model, on_epoch)
         first = last
     return recorder.result
 

@@ -7,7 +7,7 @@ classes tie, which moves the argmax and the ranking behind the referable AUC.
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -21,7 +21,6 @@ from retino.train.device import autocast
 from retino.train import distributed
 from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
-from retino.train.recipe import TrainSettings
 
 
 class Score(NamedTuple):
@@ -40,13 +39,15 @@ def summed_weights(weight: torch.Tensor | None, grades: torch.Tensor) -> torch.T
 
 
 class GradeCrossEntropyLoss(nn.CrossEntropyLoss):
-    """``CrossEntropyLoss`` (the lab's loss, class-weighted or not) that can also give its
-    mean as (numerator, denominator), for a batch shared by several processes."""
+    """``CrossEntropyLoss`` (the lab's loss, class-weighted or not, with
+    ``train.label_smoothing``) that can also give its mean as (numerator, denominator),
+    for a batch shared by several processes."""
 
     def parts(self, outputs: torch.Tensor, grades: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
         total = nn.functional.cross_entropy(outputs, grades, weight=self.weight,
-                                            reduction="sum")
+                                            reduction="sum",
+                                            label_smoothing=self.label_smoothing)
         return total, summed_weights(self.weight, grades)
 
 
@@ -80,14 +81,16 @@ class GradeRegressionLoss(nn.Module):
 
 
 def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
-                   head: str = "classification", regression_loss: str = "smooth_l1") -> nn.Module:
-    """The loss of ``head``: cross-entropy for classification, ``regression_loss`` on the
-    grade for regression; weighted by grade when ``class_weights`` are given."""
+                   head: str = "classification", regression_loss: str = "smooth_l1",
+                   label_smoothing: float = 0.0) -> nn.Module:
+    """The loss of ``head``: cross-entropy for classification (with ``label_smoothing``),
+    ``regression_loss`` on the grade for regression; weighted by grade when
+    ``class_weights`` are given."""
     weight = None if class_weights is None else torch.tensor(
         list(class_weights), dtype=torch.float32, device=device)
     if head == "regression":
         return GradeRegressionLoss(regression_loss, weight)
-    return GradeCrossEntropyLoss(weight=weight)
+    return GradeCrossEntropyLoss(weight=weight, label_smoothing=float(label_smoothing))
 
 
 def batch_loss(criterion: nn.Module, outputs: torch.Tensor, grades: torch.Tensor,
@@ -121,16 +124,13 @@ def batch_grades(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.argmax(dim=1)
 
 
-def make_optimizer(parameters: Iterable[nn.Parameter], settings: TrainSettings) -> torch.optim.SGD:
-    return torch.optim.SGD(parameters, lr=settings.lr, momentum=settings.momentum,
-                           weight_decay=settings.weight_decay)
-
-
 def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     optimizer: torch.optim.Optimizer, prepare: Prepare,
-                    description: str, sharded: bool = False) -> tuple[float, float]:
+                    description: str, sharded: bool = False,
+                    after_step: Callable[[], None] | None = None) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, running accuracy in %), over every
-    process's share when ``sharded``."""
+    process's share when ``sharded``. ``after_step`` runs after every optimizer step
+    (the learning-rate schedule, the weights' moving average)."""
     device = next(model.parameters()).device
     with epoch_bar(description, loader_images(loader)) as bar:
         for inputs, labels in loader:
@@ -142,6 +142,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if after_step is not None:
+                after_step()
             correct = int((batch_grades(logits.float()) == labels).sum())
             bar.update(len(labels), loss_part, correct)
     loss_sum, correct, images = bar.loss_sum, bar.correct, bar.images

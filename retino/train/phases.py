@@ -2,7 +2,8 @@
 
 Feature extraction trains ``fc`` alone on features stored once from the frozen
 backbone (eval mode, so its BatchNorm statistics stay put too); fine-tuning and
-scratch runs train every layer on randomly flipped images with a fresh SGD.
+scratch runs train every layer on augmented images (``train.augment``: the lab's
+random flips, or the field's augmentation) with a fresh optimizer.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from torch.utils.data import DataLoader
 
 from retino.progress import console, stopwatch
 from retino.train import distributed
+from retino.train.augment import FieldAugmentation
 from retino.train.inputs import Prepare, ToModel, TrainData, make_loader, to_device
-from retino.train.loop import extract_features, make_optimizer
+from retino.train.loop import extract_features
+from retino.train.optim import make_optimizer
 from retino.train.models import set_backbone_trainable
 from retino.train.recipe import PHASE_FEATURES, PHASE_FINE_TUNING, PHASE_SCRATCH, TrainSettings
 
@@ -34,7 +37,8 @@ class PhaseRun:
     scoring: dict[str, DataLoader]  # "validation" and "test"
     sharded: bool  # the scoring loaders hold this process's share only
     prepare: Prepare  # scoring batches
-    prepare_fit: Callable[[torch.Tensor, torch.Generator], torch.Tensor]  # with flips
+    # fit batches, augmented with draws from the epoch's generator
+    prepare_fit: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
     optimizer: torch.optim.Optimizer
 
 
@@ -63,9 +67,10 @@ def feature_extraction_run(model: nn.Module, data: TrainData, settings: TrainSet
 
 def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
               device: torch.device) -> PhaseRun:
-    """Every layer, on randomly flipped images, with a fresh SGD (fine-tuning or scratch)."""
+    """Every layer, on augmented images, with a fresh optimizer (fine-tuning or scratch)."""
     set_backbone_trainable(model, True)
     to_model = ToModel(data.mean, data.std, device)
+    augment = FieldAugmentation(to_model) if settings.augment == "field" else to_model
     return PhaseRun(
         module=compiled(distributed.wrap(model, device), settings.compile), scorer=model,
         fit=make_loader(data.fit, settings.batch_size, True, settings.num_workers, device,
@@ -73,7 +78,7 @@ def image_run(model: nn.Module, data: TrainData, settings: TrainSettings,
         scoring={name: make_loader(getattr(data, name), max(settings.batch_size, SCORING_BATCH),
                                    False, settings.num_workers, device, shard=True)
                  for name in ("validation", "test")}, sharded=distributed.active(),
-        prepare=to_model, prepare_fit=to_model,
+        prepare=to_model, prepare_fit=augment,
         optimizer=make_optimizer(model.parameters(), settings))
 
 

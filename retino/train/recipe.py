@@ -4,8 +4,8 @@ Pretrained runs follow the lab's two phases:
   1. feature extraction: the frozen ImageNet backbone, in eval mode, computes the
      features of every fit, validation and test image once; the new ``fc`` is
      trained on those stored features for ``epochs_feature_extraction`` epochs;
-  2. fine-tuning: every layer unfrozen, a fresh SGD over all parameters,
-     ``epochs_fine_tuning`` epochs on augmented images.
+  2. fine-tuning: every layer unfrozen, a fresh optimizer (and learning-rate
+     schedule) over all parameters, ``epochs_fine_tuning`` epochs on augmented images.
 Scratch runs train every layer from random init on augmented images for the sum
 of both epoch counts.
 """
@@ -39,6 +39,12 @@ class TrainSettings:
     regression_loss: str = "smooth_l1"  # | mse, regression head only
     lr_key: str = "lr"  # the params.yaml key of ``lr``, for messages
     compile: bool = False  # compute.compile: torch.compile the image phases' training step
+    augment: str = "flips"  # | field: rotation, scale, shift and colour jitter too
+    lr_schedule: str = "constant"  # | cosine, per batch over each phase
+    warmup_epochs: int = 0  # linear warm-up at the start of each phase
+    optimizer: str = "sgd"  # | nesterov | adamw
+    ema: float = 0.0  # decay of the moving average of the weights; 0 = off
+    label_smoothing: float = 0.0  # classification head's cross-entropy
 
     def schedule(self) -> list[tuple[str, int]]:
         """(phase, epochs) in order: two phases from ImageNet, one from scratch."""
@@ -61,4 +67,6 @@ def train_settings(train: TrainParams, arch: str, init: str, num_workers: int,
         class_weights=class_weights if train.weighted_loss else None,
         seed=train.run_seed, num_workers=num_workers, head=train.head,
         regression_loss=train.regression_loss, lr_key=f"train.{arch}.lr",
-        compile=compile_step)
+        compile=compile_step, augment=train.augment, lr_schedule=train.lr_schedule,
+        warmup_epochs=train.warmup_epochs, optimizer=train.optimizer, ema=float(train.ema),
+        label_smoothing=float(train.label_smoothing))

@@ -1,6 +1,7 @@
 """Resume state: a stopped train stage continues from its last completed epoch.
 
-After every epoch the train stage saves the model, the optimizer, the history so
+After every epoch the train stage saves the model, the optimizer, the phase's
+learning-rate schedule, the weights' moving average (``train.ema``), the history so
 far and the best weights to ``models/<run>.resume.pt`` (atomically, so a kill
 mid-write leaves the previous epoch's state). ``dvc repro`` after a Ctrl-C or a
 kill reruns the stage, which picks the state up, but only when it was left by this
@@ -28,9 +29,9 @@ from retino.atomic import atomic_path
 from retino.errors import brief
 from retino.imports import project_imports
 from retino.progress import console
-from retino.train.fit import EpochRecord, ResumePoint, TrainResult
+from retino.train.fit import EpochRecord, ResumePoint, TrainingState, TrainResult
 
-FORMAT = "retino-resume-2"
+FORMAT = "retino-resume-3"  # 3: the schedule, the moving average and the lr of each epoch
 SMALL_FILE = 2**20  # larger inputs enter the identity by size and modification time
 
 
@@ -131,15 +132,17 @@ class ResumeFile:
                              best_epoch=saved["best_epoch"], best_state=saved["best_state"],
                              best_key=tuple(saved["best_key"]))
         console.print(f"[bold]resuming after epoch {len(result.history)}[/] from {self.path}")
-        return ResumePoint(result, saved["model_state"], saved["optimizer_state"])
+        return ResumePoint(result, saved["model_state"], saved["optimizer_state"],
+                           saved["schedule_state"], saved["average_state"])
 
-    def save(self, result: TrainResult, model: nn.Module,
-             optimizer: torch.optim.Optimizer) -> None:
+    def save(self, result: TrainResult, model: nn.Module, training: TrainingState) -> None:
+        average = training.average.state_dict() if training.average is not None else None
         state = {"format": FORMAT, "identity": json.loads(json.dumps(asdict(self.identity))),
                  "history": [asdict(record) for record in result.history],
                  "best_epoch": result.best_epoch, "best_state": result.best_state,
                  "best_key": list(result.best_key), "model_state": model.state_dict(),
-                 "optimizer_state": optimizer.state_dict()}
+                 "optimizer_state": training.optimizer.state_dict(),
+                 "schedule_state": training.schedule.state_dict(), "average_state": average}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
