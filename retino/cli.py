@@ -5,6 +5,8 @@
     retino predict --model M PHOTOS...   grade new photos with a trained model
     retino preview PHOTO                 the photo beside what the network sees of it,
                                          under each data.preprocess choice
+    retino preview --augment PHOTO       what the network trains on under
+                                         train.augment: field, in a grid
     retino preset NAME                   the -S options of a preset, for
                                          `dvc exp run $(retino preset lab)`
 """
@@ -15,8 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from retino.params import DEVICES
+from retino.params import DEVICES, PREPROCESSING
 from retino.stage import run_stage
+
+
+def _example_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be an integer from 1 to 64")
+    return int(text)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,8 +57,17 @@ def parser() -> argparse.ArgumentParser:
     preview.add_argument("photo", type=Path)
     preview.add_argument("--size", type=int, default=256, help="data.image_size (px)")
     preview.add_argument("--out", type=Path, default=Path("preview.png"))
+    preview.add_argument("--augment", action="store_true",
+                         help="instead: a grid of the photo as downscaled and as train.augment: "
+                         "field changes it, the draws of the first epoch of --seed")
+    preview.add_argument("--count", type=_example_count, default=11,
+                         help="augmented versions, 1 to 64 (--augment)")
+    preview.add_argument("--seed", type=int, default=0, help="train.run_seed (--augment)")
+    preview.add_argument("--preprocess", default="none", choices=PREPROCESSING,
+                         help="data.preprocess of the downscaled photo (--augment)")
     preset = commands.add_parser("preset", help="print a preset's -S options for dvc exp run")
-    preset.add_argument("name", help="lab: the lab's experiment on a GPU box")
+    preset.add_argument("name", help="lab: the lab's experiment on a GPU box; field: Huang "
+                        "et al. 2023's EyePACS recipe on a GPU box")
     return main
 
 
@@ -58,9 +75,22 @@ def run_preview(args: argparse.Namespace) -> None:
     from retino.atomic import atomic_path
     from retino.data.photos import input_preview
 
+    sheet = augment_preview(args) if args.augment else input_preview(args.photo, args.size)
     with atomic_path(args.out) as tmp:
-        input_preview(args.photo, args.size).save(tmp, format="PNG")
+        sheet.save(tmp, format="PNG")
     print(f"wrote {args.out}")
+
+
+def augment_preview(args: argparse.Namespace):
+    """The downscaled photo and ``args.count`` versions of it under train.augment: field."""
+    from retino.data.photos import captioned_sheet, downscale_pixels
+    from retino.train.augment import augmented_examples  # torch: only here
+
+    pixels = downscale_pixels(args.photo, args.size, args.preprocess)
+    examples = augmented_examples(pixels, args.count, args.seed)
+    panels = [("as downscaled", pixels)]
+    panels += [(f"augment: field, {index + 1}", image) for index, image in enumerate(examples)]
+    return captioned_sheet(panels, columns=4)
 
 
 def run_predict(args: argparse.Namespace) -> None:

@@ -156,10 +156,18 @@ def input_preview(source: Path, size: int) -> Image.Image:
     panels = [("photo", np.asarray(framed))]
     panels += [(f"preprocess: {name}", downscale_pixels(source, size, name))
                for name in PREPROCESSORS]
-    caption_height = 18
-    sheet = Image.new("RGB", (len(panels) * (size + 8), size + caption_height), "white")
+    return captioned_sheet(panels, columns=len(panels))
+
+
+def captioned_sheet(panels: list[tuple[str, np.ndarray]], columns: int) -> Image.Image:
+    """Square ``H x H x 3`` images in rows of ``columns``, each under its caption."""
+    size, caption_height, gap = panels[0][1].shape[0], 18, 8
+    rows = -(-len(panels) // columns)
+    sheet = Image.new("RGB", (columns * (size + gap), rows * (size + caption_height + gap)),
+                      "white")
     for index, (caption, pixels) in enumerate(panels):
-        left = index * (size + 8)
-        sheet.paste(Image.fromarray(pixels), (left, caption_height))
-        ImageDraw.Draw(sheet).text((left + 2, 3), caption, fill=(0, 0, 0))
+        left = (index % columns) * (size + gap)
+        top = (index // columns) * (size + caption_height + gap)
+        sheet.paste(Image.fromarray(pixels), (left, top + caption_height))
+        ImageDraw.Draw(sheet).text((left + 2, top + 3), caption, fill=(0, 0, 0))
     return sheet
