@@ -5,7 +5,8 @@ pipeline on the default data, run one after the other by DVC's queue.
     python bench/ablation.py          # in a checkout whose default run is committed
 
 Each experiment reruns only the stages its params reach (the regression head
-retrains, pairing and TTA re-evaluate, Graham re-downscales and retrains), and runs
+retrains, pairing and TTA re-evaluate, Graham re-downscales and retrains, the
+augmentation, the schedule and the moving average retrain), and runs
 ``compare``, so its ``dvc exp show`` row holds its own metrics/compare.json. The
 experiments (``ablation-1`` ...) are kept; the README's ``dvc exp show`` command shows
 them. Writes bench/ablation.json and prints the table for ResNet-18 scratch (QWK,
@@ -37,12 +38,16 @@ STEPS = [
     ("+ paired eyes", ["evaluate.pair_eyes=true"]),
     ("+ flip TTA", ["evaluate.tta=flips"]),
     ("+ Graham preprocessing", ["data.preprocess=graham"]),
+    ("+ field augmentation", ["train.augment=field"]),
+    ("+ cosine schedule", ["train.lr_schedule=cosine"]),
+    ("+ EMA of the weights", ["train.ema=0.999"]),
 ]
 COLUMNS = ("step", "QWK", "acc %", "bal. acc. %", "ref. AUC")
 # dvc exp show of the ablation: RUN's columns of compare.json (QWK, its interval, accuracy,
-# and the two-eye ones once pairing is on) and the four params
+# and the two-eye ones once pairing is on) and the params the steps set
 EXP_SHOW_OPTIONS = (f"--drop '.*' --keep 'Experiment|{run_code(*RUN.split('-'))}|train.head|"
-                    "evaluate.pair_eyes|evaluate.tta|data.preprocess'")
+                    "evaluate.pair_eyes|evaluate.tta|data.preprocess|train.augment|"
+                    "train.lr_schedule|train.ema'")
 
 
 def dvc(*args: str) -> str:

@@ -14,6 +14,9 @@ bf16 autocast and channels_last on CUDA, ``fit`` with its float32 scoring):
 * ``train_step_compiled`` (on CUDA, or with ``--compile``): the same step through
   ``torch.compile`` (``compute.compile``), with the warm-up seconds that hold the
   compilation, and its speed-up over eager (``compiled_speedup``);
+* ``train_step_field``: the same step with ``train.augment: field`` (rotation, zoom,
+  shift and colour jitter on the device) in place of the lab's flips, and its rate
+  as a share of the flips step's (``field_relative_rate``);
 * ``fit``: whole scratch epochs through ``fit`` (loader, flips and normalisation on
   the device, scoring of validation and test after each epoch): the rate a train
   stage sees;
@@ -21,7 +24,10 @@ bf16 autocast and channels_last on CUDA, ``fit`` with its float32 scoring):
 with the peak GPU memory of each. At the lab's size it also times ``fit`` at the
 ``retino preset lab`` batch (4) with its DataLoader workers (8), the rate the lab's
 run trains at, and derives the minutes of one 512 px epoch over the lab's 28,100 train
-images from both rates. Writes one JSON (``--out``), rewritten after every run so an
+images from both rates; and it times ``fit`` with ``retino preset field``'s recipe
+(batch 16, field augmentation, Nesterov SGD, cosine schedule, regression head), from
+which ``field_stage_minutes`` estimates one of that preset's train stages (25 epochs
+over 28,100 images). Writes one JSON (``--out``), rewritten after every run so an
 interrupted check keeps what it measured.
 """
 
@@ -44,6 +50,7 @@ from torch import nn  # noqa: E402
 
 from retino.data.arrays import ArrayWriter  # noqa: E402
 from retino.presets import PRESETS  # noqa: E402
+from retino.train.augment import FieldAugmentation  # noqa: E402
 from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.train.fit import fit  # noqa: E402
 from retino.train.inputs import ImageArray, ToModel, TrainData, epoch_generator  # noqa: E402
@@ -55,6 +62,10 @@ LAB_TRAIN_IMAGES = 28_100
 MEAN, STD = (0.45, 0.25, 0.15), (0.28, 0.17, 0.10)  # any fixed values: speed only
 BATCH = {224: 256, 512: 64}  # per size; other sizes use 16
 LAB = PRESETS["lab"]
+FIELD = PRESETS["field"]
+FIELD_EPOCHS = FIELD["train.epochs_feature_extraction"] + FIELD["train.epochs_fine_tuning"]
+FIELD_RECIPE = dict(augment=FIELD["train.augment"], lr_schedule=FIELD["train.lr_schedule"],
+                    optimizer=FIELD["train.optimizer"], head=FIELD["train.head"])
 
 
 def image_array(folder: Path, name: str, count: int, size: int, seed: int) -> ImageArray:
@@ -79,15 +90,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.device,
-                    compile_step: bool = False) -> dict:
-    """Images/s of the bare training step on one in-memory batch (after 3 warm-up steps);
-    with ``compile_step``, through torch.compile (compute.compile), and the seconds of
-    the warm-up steps, where the compilation happens."""
+                    compile_step: bool = False, augment: str = "flips") -> dict:
+    """Images/s of the bare training step on one in-memory batch (after 3 warm-up steps),
+    its batches augmented as ``augment`` (train.augment) says; with ``compile_step``,
+    through torch.compile (compute.compile), and the seconds of the warm-up steps,
+    where the compilation happens."""
     torch.manual_seed(0)
     model = build_model(arch, pretrained=False).to(device, memory_format=memory_format(device))
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     trained = compiled(model, compile_step)
     to_model = ToModel(MEAN, STD, device)
+    if augment == "field":
+        to_model = FieldAugmentation(to_model)
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     labels = torch.randint(0, 5, (batch,), device=device)
     model.train()
@@ -114,9 +128,11 @@ def train_step_rate(arch: str, size: int, batch: int, steps: int, device: torch.
 
 
 def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
-             device: torch.device, folder: Path, num_workers: int = 0) -> dict:
+             device: torch.device, folder: Path, num_workers: int = 0,
+             recipe: dict | None = None) -> dict:
     """Images/s of whole scratch epochs through ``fit``, scoring included: a warm-up
-    ``fit`` of one epoch, then one of ``epochs`` epochs, timed."""
+    ``fit`` of one epoch, then one of ``epochs`` epochs, timed. ``recipe``: TrainSettings
+    fields other than the lab's (augment, lr_schedule, ...)."""
     name = f"{arch}{size}b{batch}"
     data = TrainData(fit=image_array(folder, f"{name}fit", images, size, 1),
                      validation=image_array(folder, f"{name}val", images // 4, size, 2),
@@ -125,11 +141,12 @@ def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
     settings = TrainSettings(init="scratch", epochs_feature_extraction=epochs,
                              epochs_fine_tuning=0, batch_size=batch, lr=1e-3, momentum=0.9,
                              weight_decay=5e-4, class_weights=None, seed=0,
-                             num_workers=num_workers)
+                             num_workers=num_workers, **(recipe or {}))
     warm_up = dataclasses.replace(settings, epochs_feature_extraction=1)
-    fit(build_model(arch, pretrained=False), data, warm_up, device)
+    outputs = 1 if settings.head == "regression" else 5
+    fit(build_model(arch, pretrained=False, outputs=outputs), data, warm_up, device)
     torch.manual_seed(0)
-    model = build_model(arch, pretrained=False)
+    model = build_model(arch, pretrained=False, outputs=outputs)
     synchronize(device)
     started = time.perf_counter()
     fit(model, data, settings, device)
@@ -137,7 +154,8 @@ def fit_rate(arch: str, size: int, batch: int, images: int, epochs: int,
     seconds = time.perf_counter() - started
     return {"images_per_s": round(images * epochs / seconds, 1), "epochs": epochs,
             "batch": batch, "loader_workers": num_workers, "fit_images": images,
-            "scored_images_per_epoch": 2 * (images // 4), "peak_gpu_mib": peak_mib(device)}
+            "scored_images_per_epoch": 2 * (images // 4), "peak_gpu_mib": peak_mib(device),
+            **({"recipe": recipe} if recipe else {})}
 
 
 def lab_epoch_minutes(fit: dict) -> float:
@@ -175,7 +193,12 @@ def measure_one(plan: Plan, arch: str, size: int, device: torch.device, folder: 
     reset_peak(device)
     loop = fit_rate(arch, size, batch, plan.images, plan.epochs, device, folder,
                     plan.workers)
-    run = {"arch": arch, "size": size, "batch": batch, "train_step": step, "fit": loop}
+    reset_peak(device)
+    field = train_step_rate(arch, size, batch, plan.steps, device, augment="field")
+    run = {"arch": arch, "size": size, "batch": batch, "train_step": step,
+           "train_step_field": field,
+           "field_relative_rate": round(field["images_per_s"] / step["images_per_s"], 2),
+           "fit": loop}
     if plan.compile_step:
         reset_peak(device)
         run["train_step_compiled"] = train_step_rate(arch, size, batch, plan.steps, device,
@@ -188,6 +211,12 @@ def measure_one(plan: Plan, arch: str, size: int, device: torch.device, folder: 
                                          plan.epochs, device, folder, plan.lab_workers)
         run["lab_epoch_minutes"] = {"lab_preset": lab_epoch_minutes(run["lab_preset_fit"]),
                                     f"batch_{batch}": lab_epoch_minutes(loop)}
+        reset_peak(device)
+        run["field_preset_fit"] = fit_rate(arch, size, FIELD[f"train.{arch}.batch_size"],
+                                           plan.lab_images, plan.epochs, device, folder,
+                                           FIELD["compute.loader_workers"], FIELD_RECIPE)
+        run["field_stage_minutes"] = round(
+            FIELD_EPOCHS * lab_epoch_minutes(run["field_preset_fit"]), 1)
     return run
 
 

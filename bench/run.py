@@ -16,7 +16,10 @@ baseline measured in the same run, on the same images, with the same worker coun
 * noop_repro_seconds: ``dvc repro`` when nothing changed, in a scratch copy of the
   project on the default synthetic data;
 * train-step images/s and peak memory of ResNet-18/50 through the project's
-  training step (on the GPU as well, when there is one).
+  training step (on the GPU as well, when there is one), with the lab's flips
+  (``train.augment: flips``) and with the field's augmentation (``field``), step by
+  step in turns in the same process: ``field_relative_rate`` is field's rate as a
+  share of flips'.
 
 The scratch project's pretrained stages use stand-in random weights in a temporary
 TORCH_HOME: only their speed matters here.
@@ -50,6 +53,7 @@ from retino.data.sources import read_source  # noqa: E402
 from retino.data.synthetic import write_dataset  # noqa: E402
 from retino.lab import FundusImages, image_transform  # noqa: E402
 from retino.progress import console, print_table  # noqa: E402
+from retino.train.augment import FieldAugmentation  # noqa: E402
 from retino.train.device import autocast, configure_backends, memory_format  # noqa: E402
 from retino.train.inputs import (ImageArray, ToModel, epoch_generator, make_loader,  # noqa: E402
                                  set_epoch, to_device)
@@ -211,7 +215,8 @@ def noop_repro(folder: Path, patients: int) -> dict:
 
 def train_step_worker(arch: str, device_name: str, size: int, batch: int, steps: int) -> dict:
     """Images/s of forward + backward + SGD step on in-memory uint8 batches, through the
-    project's ToModel, autocast and memory format; and the peak memory."""
+    project's ToModel (flips) or FieldAugmentation (field), autocast and memory format,
+    the two taking turns step by step; and the peak memory."""
     device = torch.device(device_name)
     configure_backends(device)
     torch.manual_seed(0)
@@ -220,33 +225,40 @@ def train_step_worker(arch: str, device_name: str, size: int, batch: int, steps:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     to_model = ToModel(MEAN, STD, device)
+    prepares = {"flips": to_model, "field": FieldAugmentation(to_model)}
     pixels = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     labels = torch.randint(0, 5, (batch,)).to(device)
     if device.type == "cuda":
         pixels = pixels.pin_memory()
 
-    def step(index: int) -> None:
+    def step(augment: str, index: int) -> None:
+        inputs = prepares[augment](pixels, epoch_generator(0, index, 1))
         with autocast(device):
-            loss = criterion(model(to_model(pixels, epoch_generator(0, index, 1))).float(),
-                             labels)
+            loss = criterion(model(inputs).float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     model.train()
     for index in range(3):  # warm-up: cuDNN autotuning, allocator, page faults
-        step(index)
+        step("flips", index)
+        step("field", index)
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    synchronize()
-    started = time.perf_counter()
+    seconds = dict.fromkeys(prepares, 0.0)
     for index in range(steps):
-        step(index)
-    synchronize()
-    seconds = time.perf_counter() - started
+        for augment in prepares:  # in turns, so that drift reaches both alike
+            synchronize()
+            started = time.perf_counter()
+            step(augment, index)
+            synchronize()
+            seconds[augment] += time.perf_counter() - started
     peak_mib = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                 else peak_rss_mib() * 2**20) / 2**20
+    rates = {augment: batch * steps / seconds[augment] for augment in prepares}
     return {"arch": arch, "device": device_name, "size": size, "batch": batch,
-            "steps": steps, "images_per_s": round(batch * steps / seconds, 1),
+            "steps": steps, "images_per_s": round(rates["flips"], 1),
+            "field_images_per_s": round(rates["field"], 1),
+            "field_relative_rate": round(rates["field"] / rates["flips"], 3),
             "peak_memory_mib": round(peak_mib, 1),
             "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda"
             else "process peak resident memory (VmHWM)"}
@@ -355,6 +367,8 @@ def print_summary(results: dict) -> None:
     for r in results["train_step"]:
         rows.append([f"train step {r['arch']} {r['device']} {r['size']} px batch {r['batch']}",
                      f"{r['images_per_s']:.0f} img/s", f"peak {r['peak_memory_mib']:.0f} MiB"])
+        rows.append(["  the same with train.augment: field",
+                     f"{r['field_images_per_s']:.0f} img/s", f"{r['field_relative_rate']:.2f}x"])
     print_table(f"retino benchmark ({results['mode']})", ["measure", "value", "ratio"], rows)
     for name, target in results["targets"].items():
         mark = "[green]met[/]" if target["met"] else "[red]NOT met[/]"
