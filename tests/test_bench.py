@@ -26,7 +26,9 @@ def test_both_input_paths_deliver_every_train_image(tmp_path):
 
 def test_train_step_worker_reports_speed_and_its_own_peak_memory():
     result = bench.train_step_worker("resnet18", "cpu", size=32, batch=2, steps=1)
-    assert result["images_per_s"] > 0
+    assert result["images_per_s"] > 0 and result["field_images_per_s"] > 0
+    assert result["field_relative_rate"] == pytest.approx(
+        result["field_images_per_s"] / result["images_per_s"], rel=0.01)
     # this test process imported torch: its high-water mark is hundreds of MiB
     assert 100 < result["peak_memory_mib"] == pytest.approx(measure.peak_rss_mib(), abs=1)
 
@@ -76,6 +78,13 @@ def test_gpu_check_runs_the_pipelines_loop_without_dvc(tmp_path):
     assert [(r["arch"], r["size"]) for r in runs] == [("resnet18", 32), ("resnet18", 64)]
     for run in runs:
         assert run["train_step"]["images_per_s"] > 0 and run["fit"]["images_per_s"] > 0
+        assert run["field_relative_rate"] == pytest.approx(
+            run["train_step_field"]["images_per_s"] / run["train_step"]["images_per_s"],
+            abs=0.01)
+    field = runs[1]["field_preset_fit"]
+    assert field["batch"] == 16 and field["recipe"]["augment"] == "field"
+    assert runs[1]["field_stage_minutes"] == pytest.approx(
+        25 * 28_100 / field["images_per_s"] / 60, rel=0.02)
     lab = runs[1]["lab_preset_fit"]
     assert "lab_preset_fit" not in runs[0]  # only at --lab-size
     assert (lab["batch"], lab["loader_workers"]) == (4, 1)  # the preset's batch

@@ -4,7 +4,9 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from retino.stage import catching_interrupts
 from tests.conftest import ROOT
@@ -47,3 +49,35 @@ def test_summary_without_results_names_the_stage_to_run(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "run `dvc repro evaluate@resnet18-pretrained`" in result.stderr
+
+
+def _fundus_photo(path):
+    """A wide photo of a reddish disc on black, as a fundus camera takes it."""
+    image = Image.new("RGB", (300, 240))
+    ImageDraw.Draw(image).ellipse((40, 10, 260, 230), fill=(170, 80, 40))
+    ImageDraw.Draw(image).line((80, 120, 220, 60), fill=(90, 30, 20), width=8)  # a 'vessel'
+    image.save(path)
+    return path
+
+
+def test_preview_augment_draws_a_grid_of_what_the_network_trains_on(tmp_path, capsys):
+    from retino.cli import main
+
+    photo, out = _fundus_photo(tmp_path / "eye.png"), tmp_path / "grid.png"
+    main(["preview", "--augment", str(photo), "--size", "64", "--count", "5", "--out",
+          str(out)])
+    assert f"wrote {out}" in capsys.readouterr().out
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    assert sheet.shape == (2 * (64 + 18 + 8), 4 * (64 + 8), 3)  # 6 panels in rows of 4
+    panels = [sheet[18 + row * 90:18 + row * 90 + 64, col * 72:col * 72 + 64]
+              for row in range(2) for col in range(4)][:6]
+    assert all(not np.array_equal(panels[0], panel) for panel in panels[1:])
+    assert all((panel[0, 0] == 0).all() for panel in panels)  # black corners stay black
+
+
+def test_preview_refuses_a_count_outside_its_range(tmp_path, capsys):
+    from retino.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["preview", "--augment", str(tmp_path / "eye.png"), "--count", "0"])
+    assert "--count: '0': must be an integer from 1 to 64" in capsys.readouterr().err

@@ -12,7 +12,8 @@ from retino.params import (ARCHS, WEIGHT_NAMES, check_arch, load_params, parse_p
                            run_name)
 from retino.train import distributed
 from retino.train.inputs import EpochBatches, epoch_generator, fit_and_validation
-from retino.train.loop import make_optimizer
+from retino.train.loop import make_criterion
+from retino.train.optim import LearningRateSchedule, make_optimizer
 from retino.train.models import weights_enum
 from retino.train.recipe import train_settings
 from tests.conftest import ROOT, project_params
@@ -39,6 +40,12 @@ def test_project_params_file_is_valid():
     ("compute", "loader_workers", -1, "integer from 0 to 256"),
     ("data", "split_seed", -1, "integer from 0 to 4,294,967,295"),
     ("synthesize", "seed", -1, "integer from 0 to 4,294,967,295"),
+    ("train", "augment", "mixup", "flips, field"),
+    ("train", "lr_schedule", "step", "constant, cosine"),
+    ("train", "optimizer", "adam", "sgd, nesterov, adamw"),
+    ("train", "ema", 1, "number >= 0 and < 1"),
+    ("train", "label_smoothing", -0.1, "number >= 0 and < 1"),
+    ("train", "warmup_epochs", -1, "integer from 0 to 999"),
 ])
 def test_bad_value_names_key_value_and_allowed(section, key, value, allowed):
     raw = project_params()
@@ -159,6 +166,10 @@ def test_every_preset_names_existing_keys_with_valid_values():
         options = preset_options(name)
         assert options[::2] == ["-S"] * len(changes)
     assert "data.image_size=512" in preset_options("lab")
+    field = preset_options("field")
+    assert {"train.augment=field", "train.lr_schedule=cosine", "train.optimizer=nesterov",
+            "train.head=regression", "data.resplit=true", "evaluate.pair_eyes=true"} <= set(field)
+    assert not [option for option in field if option.startswith("data.source=")]
 
 
 # --- nothing check-params lets through fails in a stage ------------------------------
@@ -224,7 +235,10 @@ def stages_accept(params) -> None:
                 last = settings.epochs_feature_extraction + settings.epochs_fine_tuning
                 os.environ["RANK"] = str(processes - 1)  # the largest per-rank seed
                 epoch_generator(distributed.rank_seed(settings.seed), last, 1)
-                make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings)
+                optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(1))], settings)
+                LearningRateSchedule(optimizer, settings, settings.epochs_fine_tuning, 1)
+                make_criterion(None, torch.device("cpu"), settings.head,
+                               settings.regression_loss, settings.label_smoothing)
                 if splits is not None:
                     EpochBatches(len(kept), settings.batch_size, settings.seed,
                                  sharded=processes > 1)
@@ -272,6 +286,11 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"synthesize.patients": 10, "train.validation_fraction": 0.05},
      "train.validation_fraction = 0.05 (drawn with data.split_seed = 0) holds out 0"),
     ({"synthesize.patients": 10, "synthesize.test_fraction": 0.05}, "leaves no test images"),
+    ({"train.head": "regression", "train.label_smoothing": 0.1},
+     "train.label_smoothing = 0.1 with train.head = 'regression': label smoothing is for"),
+    ({"train.warmup_epochs": 3}, "train.warmup_epochs = 3: must be shorter than each "
+     "training phase (the shortest, of the pretrained runs, has 3 epoch(s)"),
+    ({"train.optimizer": "nesterov", "train.momentum": 0}, "Nesterov momentum needs a momentum"),
 ])
 def test_values_a_stage_used_to_stop_on_are_refused_by_check_params(changes, named):
     raw = project_params()

@@ -164,6 +164,12 @@ def test_stages_and_dvc_read_tricky_params_values_alike(repo):
     ("evaluate.tta", "flips", {f"evaluate@{r}" for r in RUNS}),
     ("evaluate.pair_eyes", "true", {f"evaluate@{r}" for r in RUNS}),
     ("data.preprocess", "graham", {"downscale-images", "compute-stats"}),  # recorded in stats
+    ("train.augment", "field", {f"train@{r}" for r in RUNS}),
+    ("train.lr_schedule", "cosine", {f"train@{r}" for r in RUNS}),
+    ("train.warmup_epochs", "1", {f"train@{r}" for r in RUNS}),
+    ("train.optimizer", "adamw", {f"train@{r}" for r in RUNS}),
+    ("train.ema", "0.999", {f"train@{r}" for r in RUNS}),
+    ("train.label_smoothing", "0.1", {f"train@{r}" for r in RUNS}),
 ])
 def test_each_recipe_param_reruns_only_the_stages_that_read_it(repo, key, value, stages):
     run(repo, "dvc", "repro")  # up to date first

@@ -12,10 +12,11 @@ from retino.train import device as device_module
 from retino.train import fit as fit_module
 from retino.train import inputs, loop
 from retino.train.device import autocast, check_compile, memory_format, resolve_device
-from retino.train.fit import Recorder, fit, train_phase
+from retino.train.fit import Recorder, TrainingState, fit, train_phase
 from retino.train.inputs import EpochBatches, ToModel, load_train_data, make_loader, set_epoch
 from retino.train.loop import make_criterion
 from retino.train.models import backbone_features, build_model
+from retino.train.optim import LearningRateSchedule
 from retino.train.phases import image_run
 from retino.train.recipe import PHASE_FEATURES, PHASE_FINE_TUNING, TrainSettings
 from retino.train.resume import ResumeFile, RunIdentity
@@ -55,8 +56,11 @@ def test_fine_tuning_changes_the_backbone(torch_home, data):
     model = build_model("resnet18", pretrained=True)
     before = _snapshot(model)
     settings = _settings()
-    train_phase(image_run(model, data, settings, CPU), PHASE_FINE_TUNING, range(1), settings,
-                Recorder(model), nn.CrossEntropyLoss(), lambda result, optimizer: None)
+    run = image_run(model, data, settings, CPU)
+    state = TrainingState(run.optimizer, LearningRateSchedule(run.optimizer, settings, 1,
+                                                              len(run.fit)))
+    train_phase(run, PHASE_FINE_TUNING, range(1), settings, Recorder(model),
+                nn.CrossEntropyLoss(), state, model, lambda result, state: None)
     changed = _changed(before, model)
     assert {"conv1.weight", "layer1.0.conv1.weight", "layer4.1.conv2.weight", "fc.weight"} <= changed
     assert all(p.requires_grad for p in model.parameters())
@@ -177,9 +181,9 @@ def _run(data, settings, resume_file=None, stop_after=None):
     torch.manual_seed(0)
     model = build_model("resnet18", pretrained=settings.init == "pretrained")
 
-    def on_epoch(result, optimizer):
+    def on_epoch(result, state):
         if resume_file:
-            resume_file.save(result, model, optimizer)
+            resume_file.save(result, model, state)
         if stop_after == len(result.history):
             raise Interrupted  # as a Ctrl-C right after this epoch's state is saved
 
