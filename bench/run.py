@@ -2,6 +2,7 @@
 
     python bench/run.py --quick   # under 10 minutes on 2 CPU cores
     python bench/run.py           # larger samples, more repeats
+    python bench/run.py --train-steps-only --out bench/train_steps.json   # the last part
 
 Prints a table and writes bench/results.json. Every speed-up is a ratio against a
 baseline measured in the same run, on the same images, with the same worker count:
@@ -364,11 +365,7 @@ def print_summary(results: dict) -> None:
                  f"{f['frozen_backbone_phase_s']:.2f} s -> {f['stored_features_phase_s']:.3f} s",
                  f"{f['phase_speedup']:.1f}x"])
     rows.append(["no-op dvc repro", f"{results['noop_repro_seconds']:.2f} s", ""])
-    for r in results["train_step"]:
-        rows.append([f"train step {r['arch']} {r['device']} {r['size']} px batch {r['batch']}",
-                     f"{r['images_per_s']:.0f} img/s", f"peak {r['peak_memory_mib']:.0f} MiB"])
-        rows.append(["  the same with train.augment: field",
-                     f"{r['field_images_per_s']:.0f} img/s", f"{r['field_relative_rate']:.2f}x"])
+    rows += train_step_rows(results["train_step"])
     print_table(f"retino benchmark ({results['mode']})", ["measure", "value", "ratio"], rows)
     for name, target in results["targets"].items():
         mark = "[green]met[/]" if target["met"] else "[red]NOT met[/]"
@@ -380,12 +377,30 @@ def print_summary(results: dict) -> None:
         console.print("no CUDA device here: the GPU figures were not measured")
 
 
+def train_step_rows(runs: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in runs:
+        rows.append([f"train step {r['arch']} {r['device']} {r['size']} px batch {r['batch']}",
+                     f"{r['images_per_s']:.0f} img/s", f"peak {r['peak_memory_mib']:.0f} MiB"])
+        rows.append(["  the same with train.augment: field",
+                     f"{r['field_images_per_s']:.0f} img/s", f"{r['field_relative_rate']:.2f}x"])
+    return rows
+
+
+def print_train_steps(runs: list[dict]) -> None:
+    print_table("retino train steps, flips against field", ["measure", "value", "ratio"],
+                train_step_rows(runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller samples (< 10 min)")
     parser.add_argument("--workers", type=int, default=0,
                         help="DataLoader workers for both input paths (default 0)")
+    parser.add_argument("--train-steps-only", action="store_true",
+                        help="only the train steps (flips against field), e.g. with --out "
+                        "bench/train_steps.json")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--train-step", nargs=5, metavar=("ARCH", "DEVICE", "SIZE", "BATCH",
                                                           "STEPS"), help=argparse.SUPPRESS)
@@ -395,7 +410,16 @@ def main() -> None:
         print(json.dumps(train_step_worker(arch, device, int(size), int(batch), int(steps))))
         return
     started = time.perf_counter()
-    results = run_all("quick" if args.quick else "full", args.workers)
+    mode = "quick" if args.quick else "full"
+    if args.train_steps_only:
+        results = {"mode": mode, "machine": machine(),
+                   "train_step": train_steps(SIZES[mode]["steps"],
+                                             project_params()["data"]["image_size"])}
+        results["bench_seconds"] = round(time.perf_counter() - started, 1)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print_train_steps(results["train_step"])
+        return
+    results = run_all(mode, args.workers)
     results["bench_seconds"] = round(time.perf_counter() - started, 1)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_summary(results)

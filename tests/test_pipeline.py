@@ -105,10 +105,10 @@ def test_plots_diff_draws_every_chart_offline(repo, tmp_path):
     assert '<meta charset="utf-8">' in html
     assert "cdn.jsdelivr" not in html and "<script src" not in html  # nothing fetched
     for title in ("test accuracy per epoch", "validation QWK per epoch",
-                  "resnet50-scratch, test split", "resnet18.png"):
+                  "learning rate per epoch", "resnet50-scratch, test split", "resnet18.png"):
         assert title in html
     charts = html.count("vegaEmbed('#")
-    assert charts == 7  # three learning curves, four confusion matrices
+    assert charts == 8  # four learning curves, four confusion matrices
     dom = rendered_dom(page, tmp_path / "profile")
     drawn = dom.count('class="marks"')  # the canvas or svg vega-embed draws into
     assert drawn == charts, f"{drawn} of {charts} charts drew"

@@ -153,10 +153,16 @@ def test_a_leaky_split_is_said_in_words_and_a_patient_level_one_is_not():
 
 def test_the_history_csv_comes_from_the_model_file_and_an_old_file_names_its_stage():
     rows = [{"epoch": 1, "phase": "scratch", "train_loss": 1.234567, "acc_train": 50.0,
-             "acc_test": 74.78992, "val_qwk": 0.1, "val_acc": 70.0}]
+             "acc_test": 74.78992, "val_qwk": 0.1, "val_acc": 70.0, "lr": 0.001},
+            {"epoch": 2, "phase": "scratch", "train_loss": 1.0, "acc_train": 51.0,
+             "acc_test": 75.0, "val_qwk": 0.2, "val_acc": 71.0, "lr": 1.234567e-05}]
     text = history_csv({"history": rows}, "models/resnet18-scratch.pt")
-    assert text.splitlines() == ["epoch,phase,train_loss,acc_train,acc_test,val_qwk,val_acc",
-                                 "1,scratch,1.2346,50.0000,74.7899,0.1000,70.0000"]
+    # the lab's columns first, as before the lr column; a cosine schedule's small rates
+    # keep their digits
+    assert text.splitlines() == [
+        "epoch,phase,train_loss,acc_train,acc_test,val_qwk,val_acc,lr",
+        "1,scratch,1.2346,50.0000,74.7899,0.1000,70.0000,0.001",
+        "2,scratch,1.0000,51.0000,75.0000,0.2000,71.0000,1.23457e-05"]
     with pytest.raises(DataError, match=r"resnet18-scratch.pt: holds no per-epoch history.*"
                                         r"dvc repro -f train@resnet18-scratch"):
         history_csv({"state_dict": {}}, "models/resnet18-scratch.pt")
