@@ -23,7 +23,7 @@ from retino.errors import ParamsError
 ARCHS = ("resnet18", "resnet50")
 INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
-SOURCES = ("synthetic", "lab", "kaggle")
+SOURCES = ("synthetic", "lab", "kaggle", "aptos", "messidor2", "idrid", "folders")
 ON_BAD_INPUT = ("stop", "skip")
 HEADS = ("classification", "regression")
 REGRESSION_LOSSES = ("smooth_l1", "mse")
@@ -39,7 +39,7 @@ WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "I
 
 @dataclass(frozen=True)
 class DataParams:
-    source: str  # synthetic | lab | kaggle, read from data/<source>
+    source: str  # synthetic | lab | kaggle | aptos | messidor2 | idrid | folders: data/<source>
     image_size: int
     on_bad_input: str  # stop | skip
     resplit: bool  # lab source: replace its per-image split by a patient-level one

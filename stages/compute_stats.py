@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="stats JSON to write")
     args = parser.parse_args()
     params = load_params(stage="compute-stats")
-    splits = read_layout(args.data)
+    splits = read_layout(args.data, eye_names=False)
     train = splits["train"]
     with counting("compute-stats", len(train)) as tick:
         moments = channel_moments(iter_chunks(array_path(args.data, "train"), len(train)), tick)

@@ -1,7 +1,8 @@
 """Stage downscale-images: check the source, split by patient if asked, and store every
 image cropped, padded square and resized as uint8 arrays.
 
-Reads params.yaml: data.source (synthetic | lab | kaggle), data.image_size,
+Reads params.yaml: data.source (synthetic | lab | kaggle | aptos | messidor2 | idrid |
+folders), data.image_size,
 data.on_bad_input (stop | skip), data.resplit (true | false),
 data.resplit_test_fraction, data.split_seed, data.preprocess (none | graham),
 compute.image_workers (0 = one per core).
@@ -38,14 +39,23 @@ def main() -> None:
                                              data.on_bad_input, tick, data.preprocess)
     write_text(args.skipped_out, report_csv(skipped))
     leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    made_here = "by patient" if leaked is not None else "per image"
     console.print(f"{data.source} ({folder}): {len(splits['train'])} train and "
                   f"{len(splits['test'])} test images at {data.image_size} px, "
                   f"{workers} workers -> {args.out}; "
-                  + ("split made here by patient" if source.resplit else "split as given"))
-    if skipped:
-        console.print(f"[yellow]left out {len(skipped)} bad input(s), listed in "
+                  + (f"split made here {made_here}" if source.resplit else "split as given"))
+    if source.excluded:
+        console.print(f"left out {len(source.excluded)} ungradable photo(s), listed in "
+                      f"{args.skipped_out}")
+    bad = len(skipped) - len(source.excluded)
+    if bad:
+        console.print(f"[yellow]left out {bad} bad input(s), listed in "
                       f"{args.skipped_out}[/]")
-    if leaked:
+    if leaked is None:
+        console.print("[yellow]patients unknown: the image names carry none "
+                      "(<patient>_<left|right>), so the split is per image and its patient "
+                      "leakage is unknown[/]")
+    elif leaked:
         console.print(f"[yellow]patient leakage: {leaked} of {len(splits['test'])} test images "
                       "have the other eye in train; set data.resplit: true to split by "
                       "patient[/]")

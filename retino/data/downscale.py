@@ -16,21 +16,21 @@ import numpy as np
 
 from retino.data.arrays import ArrayWriter, array_path
 from retino.data.checks import Problem, stop_on
-from retino.data.layout import MODES, Split, image_path, write_split
+from retino.data.layout import MODES, Split, write_split
 from retino.data.photos import downscale_job, file_problem
 from retino.data.sources import SourceData
 from retino.errors import DataError
 from retino.pool import ordered_map
 
 
-def missing_files(image_folder: Path, splits: dict[str, Split]
+def missing_files(source: SourceData, splits: dict[str, Split]
                   ) -> tuple[dict[str, Split], list[Problem]]:
     """Leave out listed images that are missing or empty; a problem for each."""
     kept, problems = {}, []
     for mode, split in splits.items():
         keep = []
         for index, name in enumerate(split.names):
-            path = image_path(image_folder, name)
+            path = source.photo(name)
             problem = file_problem(path)
             if problem:
                 problems.append(Problem(str(path), None, problem))
@@ -65,17 +65,18 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
                        preprocess: str = "none") -> tuple[dict[str, Split], list[Problem]]:
     """Write the downscaled set into the (new, empty) folder ``out``.
 
-    Returns the splits as written and every input left out. With ``stop``, any
-    problem raises ``DataError`` and ``out`` should be discarded by the caller.
+    Returns the splits as written and every input left out (ungradable photos among
+    them, which never stop the stage). With ``stop``, any problem raises
+    ``DataError`` and ``out`` should be discarded by the caller.
     """
     stop_on(source.problems, on_bad_input)
-    splits, problems = missing_files(source.image_folder, source.splits)
+    splits, problems = missing_files(source, source.splits)
     stop_on(problems, on_bad_input)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for mode in MODES:
         split = splits[mode]
-        paths = [image_path(source.image_folder, name) for name in split.names]
+        paths = [source.photo(name) for name in split.names]
         kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image,
                                     preprocess)
         written[mode] = split.subset(np.array(kept, dtype=np.int64))
@@ -87,4 +88,4 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
                             f"leaving out {len(source.problems) + len(problems)} bad input(s)")
     for mode in MODES:
         write_split(out, mode, written[mode])
-    return written, source.problems + problems
+    return written, source.excluded + source.problems + problems

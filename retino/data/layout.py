@@ -75,11 +75,13 @@ def _read_column(path: Path) -> list[str]:
 
 
 def check_rows(names: list[str], values: list[str], name_file: Path, label_file: Path,
-               row_numbers: Sequence[int] | None = None) -> tuple[Split, list[Problem]]:
+               row_numbers: Sequence[int] | None = None, eye_names: bool = True
+               ) -> tuple[Split, list[Problem]]:
     """The usable (name, grade) rows, and a ``Problem`` for every other row.
 
     A row is unusable when its name is empty, points outside the image folder, is
-    not ``<patient>_<left|right>`` or repeats an earlier row, or when its label is
+    not ``<patient>_<left|right>`` (with ``eye_names``: the EyePACS sources, whose
+    patient-level splits need it) or repeats an earlier row, or when its label is
     not an integer grade 0-4.
     ``row_numbers`` are the rows' numbers in the file (default 1, 2, ...).
     """
@@ -92,7 +94,7 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
         elif "/" in name or "\\" in name or name.startswith("."):
             problems.append(Problem(str(name_file), row, f"image name {name!r} points outside "
                                     "the image folder; names are plain file stems like 10_left"))
-        elif not EYE_NAME.fullmatch(name):
+        elif eye_names and not EYE_NAME.fullmatch(name):
             problems.append(Problem(str(name_file), row, f"image name {name!r} is not "
                                     "<patient>_<left|right> (like 10_left); patient-level "
                                     "splits and the leakage count need the patient in it"))
@@ -109,10 +111,12 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
     return Split(kept_names, np.array(kept_labels, dtype=np.int64)), problems
 
 
-def read_split_rows(folder: str | Path, mode: str) -> tuple[Split, list[Problem]]:
+def read_split_rows(folder: str | Path, mode: str, eye_names: bool = True
+                    ) -> tuple[Split, list[Problem]]:
     """Every row of ``<mode>_img.csv``/``<mode>_label.csv``: usable rows and problems.
 
-    CSVs that cannot pair up row by row, or a split with no rows, are errors.
+    CSVs that cannot pair up row by row, or a split with no rows, are errors. Without
+    ``eye_names``, any plain file stem is a name (the downscaled set of any source).
     """
     img_csv, label_csv = csv_paths(folder, mode)
     names = _read_column(img_csv)
@@ -122,12 +126,13 @@ def read_split_rows(folder: str | Path, mode: str) -> tuple[Split, list[Problem]
                         f"{len(values)}; they must pair up row by row")
     if not names:
         raise DataError(f"{img_csv}: the {mode} split is empty")
-    return check_rows(names, values, img_csv, label_csv)
+    return check_rows(names, values, img_csv, label_csv, eye_names=eye_names)
 
 
-def read_split(folder: str | Path, mode: str) -> Split:
-    """Read every row of ``<mode>_img.csv`` and ``<mode>_label.csv``; any bad row is an error."""
-    split, problems = read_split_rows(folder, mode)
+def read_split(folder: str | Path, mode: str, eye_names: bool = True) -> Split:
+    """Read every row of ``<mode>_img.csv`` and ``<mode>_label.csv``; any bad row is an
+    error. ``eye_names``: as in ``check_rows`` (False for the downscaled set)."""
+    split, problems = read_split_rows(folder, mode, eye_names)
     stop_on(problems, "stop")
     return split
 
@@ -154,18 +159,20 @@ def drop_shared_names(splits: dict[str, Split], folder: str | Path
     return {**splits, "test": test.subset(keep)}, problems
 
 
-def read_layout_rows(folder: str | Path) -> tuple[dict[str, Split], list[Problem]]:
+def read_layout_rows(folder: str | Path, eye_names: bool = True
+                     ) -> tuple[dict[str, Split], list[Problem]]:
     """Both splits of a lab-layout folder: usable rows and every problem found."""
     splits, problems = {}, []
     for mode in MODES:
-        splits[mode], found = read_split_rows(folder, mode)
+        splits[mode], found = read_split_rows(folder, mode, eye_names)
         problems += found
     splits, shared = drop_shared_names(splits, folder)
     return splits, problems + shared
 
 
-def read_layout(folder: str | Path) -> dict[str, Split]:
-    """Both splits of a lab-layout folder; any bad row is an error."""
-    splits, problems = read_layout_rows(folder)
+def read_layout(folder: str | Path, eye_names: bool = True) -> dict[str, Split]:
+    """Both splits of a lab-layout folder; any bad row is an error. ``eye_names``: as
+    in ``check_rows`` (False for the downscaled set, whose names come from any source)."""
+    splits, problems = read_layout_rows(folder, eye_names)
     stop_on(problems, "stop")
     return splits

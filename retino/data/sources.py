@@ -1,4 +1,4 @@
-"""Where the photos come from: ``data.source`` picks one of three folders.
+"""Where the photos come from: ``data.source`` picks one folder, ``data/<source>``.
 
 * ``synthetic`` -> ``data/synthetic``, made by the synthesize stage (lab layout);
 * ``lab``       -> ``data/lab``: the lab's ``data/<name>.jpeg`` plus its four
@@ -7,7 +7,12 @@
   it with a patient-level split;
 * ``kaggle``    -> ``data/kaggle``: Kaggle's ``train/<name>.jpeg`` plus
   ``trainLabels.csv`` (header ``image,level``); there is no test split, so one is
-  always made here, by patient.
+  always made here, by patient;
+* ``aptos``, ``messidor2``, ``idrid``, ``folders``: the public DR sets as their
+  distributors ship them, and torchvision's ``ImageFolder`` tree
+  (``retino.data.public_sets``); their names carry no patient, so a split made here
+  is per image and the leakage unknown. IDRiD (and a ``folders`` tree with
+  ``train/`` and ``test/``) bring their own split, which ``data.resplit`` replaces.
 
 Patient-level splits are stratified by each patient's worse eye, with
 ``data.resplit_test_fraction`` of the patients in test and ``data.split_seed``
@@ -17,13 +22,14 @@ fixing the draw.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from retino.data.checks import Problem
-from retino.data.layout import IMAGE_FOLDER, Split, check_rows, read_layout_rows
+from retino.data.layout import IMAGE_FOLDER, Split, check_rows, image_path, read_layout_rows
+from retino.data.public_sets import LABEL_TABLES, read_image_folders, read_label_tables
 from retino.data.splits import patient_split
 from retino.errors import DataError
 
@@ -45,7 +51,15 @@ class SourceData:
     image_folder: Path
     splits: dict[str, Split]
     problems: list[Problem]
-    resplit: bool  # True: the split was made here, by patient
+    resplit: bool  # True: the split was made here (by patient where names say it)
+    photo_paths: dict[str, Path] | None = None  # name -> photo; None: image_path's rule
+    excluded: list[Problem] = field(default_factory=list)  # ungradable: always left out
+
+    def photo(self, name: str) -> Path:
+        """Where the photo of image ``name`` is."""
+        if self.photo_paths is not None:
+            return self.photo_paths[name]
+        return image_path(self.image_folder, name)
 
 
 def read_kaggle_labels(path: Path) -> tuple[Split, list[Problem]]:
@@ -77,6 +91,8 @@ def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
         raise DataError(f"{folder}: folder not found for data.source = {source!r}"
                         + ("; run `dvc repro synthesize`" if source == "synthetic" else
                            "; see README 'Real data' for what goes there"))
+    if source in LABEL_TABLES or source == "folders":
+        return read_public_set(source, folder, resplit, test_fraction, seed)
     if source == "kaggle":
         everything, problems = read_kaggle_labels(folder / KAGGLE_LABELS)
         splits = patient_split(everything.names, everything.labels, test_fraction, seed)
@@ -87,3 +103,15 @@ def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
         labels = np.concatenate([splits["train"].labels, splits["test"].labels])
         splits = patient_split(names, labels, test_fraction, seed)
     return SourceData(folder / IMAGE_FOLDER, splits, problems, resplit=resplit)
+
+
+def read_public_set(source: str, folder: Path, resplit: bool, test_fraction: float,
+                    seed: int) -> SourceData:
+    """A public set (``retino.data.public_sets``): its own split, or (none given, or
+    ``data.resplit``) one made here."""
+    rows = (read_image_folders(folder) if source == "folders"
+            else read_label_tables(source, folder))
+    given = None if resplit else rows.split_given()
+    splits = given or patient_split(rows.names, rows.everything().labels, test_fraction, seed)
+    return SourceData(folder, splits, rows.problems, resplit=given is None,
+                      photo_paths=rows.photo_paths(), excluded=rows.excluded)

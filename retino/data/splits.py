@@ -1,6 +1,9 @@
 """Patients and patient-level splits: both eyes of a patient always land on the same side.
 
-EyePACS names each photo ``<patient>_<left|right>``. One function draws every
+EyePACS names each photo ``<patient>_<left|right>``. The public sets whose names carry
+no patient (APTOS, IDRiD, Messidor-2 as published, an ``ImageFolder`` tree of other
+names) have *unknown* patients: each image is its own "patient", so their splits are
+per image and their leakage is unknown, never 0 %. One function draws every
 patient-level split in the project (the synthetic set's own test split, the test
 split made here for Kaggle or on ``data.resplit``, and the train stage's
 validation hold-out): ``stratified_patients``, which takes about the same share of
@@ -13,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from retino.data.layout import Split
+from retino.data.layout import EYE_NAME, Split
 from retino.grading import NUM_CLASS
 
 # The test split made here draws from its own stream of data.split_seed, apart from
@@ -22,8 +25,14 @@ TEST_SPLIT_STREAM = 1
 
 
 def patient_of(name: str) -> str:
-    """``'10_left'`` -> ``'10'``: both eyes of a patient share the prefix."""
-    return name.rsplit("_", 1)[0]
+    """``'10_left'`` -> ``'10'``: both eyes of a patient share the prefix; a name that
+    says no eye (``'IDRiD_001'``) is a patient of its own."""
+    return name.rsplit("_", 1)[0] if EYE_NAME.fullmatch(name) else name
+
+
+def patients_known(names: list[str]) -> bool:
+    """Whether every name says its patient and eye (``<patient>_<left|right>``)."""
+    return all(EYE_NAME.fullmatch(name) for name in names)
 
 
 def stratified_patients(worse: np.ndarray, fraction: float, rng: np.random.Generator
@@ -62,7 +71,10 @@ def patient_split(names: list[str], labels: np.ndarray, test_fraction: float, se
     return {"train": everything.subset(train), "test": everything.subset(test)}
 
 
-def patient_leakage(train_names: list[str], test_names: list[str]) -> int:
-    """How many test images have an image of the same patient (the other eye) in train."""
+def patient_leakage(train_names: list[str], test_names: list[str]) -> int | None:
+    """How many test images have an image of the same patient (the other eye) in train;
+    None when the names do not say the patients (``patients_known``)."""
+    if not patients_known(train_names + test_names):
+        return None
     train_patients = {patient_of(name) for name in train_names}
     return sum(patient_of(name) in train_patients for name in test_names)

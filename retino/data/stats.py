@@ -107,8 +107,12 @@ def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: 
 
 
 def leakage_document(splits: dict[str, Split]) -> dict:
-    """Test images whose patient's other eye is in train: 0 for a patient-level split."""
+    """Test images whose patient's other eye is in train: 0 for a patient-level split,
+    None (unknown) where the image names carry no patient."""
     leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    if leaked is None:
+        return {"test_images_with_other_eye_in_train": None,
+                "test_patient_leakage_percent": None}
     return {"test_images_with_other_eye_in_train": leaked,
             "test_patient_leakage_percent": round(100.0 * leaked / len(splits["test"]), 2)}
 

@@ -65,9 +65,16 @@ def _data_lines(stats: dict, lock: dict) -> list[str]:
             f"(`data.resplit: {resplit}`); the train split minus a "
             "patient-level validation hold-out trained the model, the validation part "
             "chose its epoch and operating points, the test split scored it.",
-            f"- Test images whose patient's other eye is in train: {leakage} %"
+            _leakage_line(leakage), "", *table]
+
+
+def _leakage_line(leakage: float | None) -> str:
+    if leakage is None:
+        return ("- Test images whose patient's other eye is in train: unknown (the image "
+                "names carry no patient; the split is per image).")
+    return (f"- Test images whose patient's other eye is in train: {leakage} %"
             + (" (the test figures are optimistic)." if leakage else " (a patient-level "
-               "split)."), "", *table]
+               "split)."))
 
 
 HEAD_TEXT = {"classification": "5-way classification head (one logit per grade)",

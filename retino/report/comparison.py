@@ -124,9 +124,17 @@ def summary_title(results: list[ModelResult]) -> str:
             "resampled]")
 
 
+UNKNOWN_LEAKAGE = ("the image names carry no patient, so the split is per image and the "
+                   "patient leakage of the test split is unknown (not 0 %): a patient's two "
+                   "eyes may sit on both sides, which makes test figures optimistic")
+
+
 def leakage_warning(results: list[ModelResult]) -> str | None:
-    """In words, when the test split shares patients with train; None when it does not."""
+    """In words, when the test split shares patients with train or may (patients
+    unknown); None when it does not."""
     leaked = results[0].report["test_patient_leakage_percent"]
+    if leaked is None:
+        return UNKNOWN_LEAKAGE[0].upper() + UNKNOWN_LEAKAGE[1:] + "."
     if not leaked:
         return None
     return (f"{leaked:.1f} % of the test images have the other eye of their patient in "

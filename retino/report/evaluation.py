@@ -227,7 +227,7 @@ def at_operating_points(actual: np.ndarray, outputs: np.ndarray,
     return report
 
 
-def model_report(test: SplitPredictions, validation: ValidationOutputs, leakage: float,
+def model_report(test: SplitPredictions, validation: ValidationOutputs, leakage: float | None,
                  tta: str) -> dict:
     """Every test figure of one model, as written to ``metrics/<arch>-<init>.json``, with
     its intervals; the cut-points and operating points applied are fitted here on
@@ -278,9 +278,10 @@ def prediction_rows(actual: np.ndarray, predicted: np.ndarray) -> list[dict[str,
     return [{"actual": str(int(a)), "predicted": str(int(p))} for a, p in zip(actual, predicted)]
 
 
-def patient_leakage_percent(data_folder: str | Path) -> float:
+def patient_leakage_percent(data_folder: str | Path) -> float | None:
     """Share of the test images whose patient's other eye is in the train split: 0 for a
-    patient-level split, about 80 % for the lab's per-image split."""
-    splits = read_layout(data_folder)
+    patient-level split, about 80 % for the lab's per-image split, None (unknown) where
+    the image names carry no patient."""
+    splits = read_layout(data_folder, eye_names=False)
     leaked = patient_leakage(splits["train"].names, splits["test"].names)
-    return round(100.0 * leaked / len(splits["test"]), 2)
+    return None if leaked is None else round(100.0 * leaked / len(splits["test"]), 2)

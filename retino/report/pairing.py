@@ -79,8 +79,14 @@ def fit_pair_model(names: list[str], grades: np.ndarray, outputs: np.ndarray) ->
     return PairModel(tuple(float(c) for c in coefficients), tune_cuts(np.asarray(grades), fitted))
 
 
-def refuse_leaky_split(leakage_percent: float) -> None:
-    """Stop before any work when test images have their other eye in train."""
+def refuse_leaky_split(leakage_percent: float | None) -> None:
+    """Stop before any work when test images have their other eye in train, or when the
+    image names do not say which images are the two eyes of one patient."""
+    if leakage_percent is None:
+        raise DataError(
+            "evaluate.pair_eyes = true needs the two eyes of each patient, but the image "
+            "names of this data source carry no patient (<patient>_<left|right>): set "
+            "evaluate.pair_eyes: false")
     if leakage_percent > 0:
         raise DataError(
             f"evaluate.pair_eyes = true needs a patient-level split, but "

@@ -73,7 +73,7 @@ class ImageArray(Dataset):
     @staticmethod
     def from_split(folder: str | Path, mode: str) -> "ImageArray":
         """Every image of ``mode`` in the downscaled set ``folder``, checked against its CSV."""
-        split = read_split(folder, mode)
+        split = read_split(folder, mode, eye_names=False)
         open_images(array_path(folder, mode), len(split))
         return ImageArray(array_path(folder, mode), np.arange(len(split)), split.labels,
                           split.names)
