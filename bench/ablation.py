@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +46,7 @@ STEPS = [
 COLUMNS = ("step", "QWK", "acc %", "bal. acc. %", "ref. AUC")
 # dvc exp show of the ablation: RUN's columns of compare.json (QWK, its interval, accuracy,
 # and the two-eye ones once pairing is on) and the params the steps set
-EXP_SHOW_OPTIONS = (f"--drop '.*' --keep 'Experiment|{run_code(*RUN.split('-'))}|train.head|"
+EXP_SHOW_OPTIONS = (f"--drop '.*' --keep 'Experiment|{CODE}.qwk$|{CODE}.qwk_paired|train.head|"
                     "evaluate.pair_eyes|evaluate.tta|data.preprocess|train.augment|"
                     "train.lr_schedule|train.ema'")
 
@@ -55,6 +56,18 @@ def dvc(*args: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result.stdout
+
+
+def start_queue() -> None:
+    """``dvc queue start``: its worker lives on after the command and keeps the output
+    streams it was given, so a pipe would hold this script until the worker quits (it
+    did, for 14 minutes once); its output goes to a file instead."""
+    with tempfile.TemporaryFile("w+") as log:
+        result = subprocess.run(["dvc", "queue", "start", "--jobs", "1"], cwd=ROOT, text=True,
+                                stdout=log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            log.seek(0)
+            raise SystemExit(f"dvc queue start failed:\n{log.read()}")
 
 
 def headline(report: dict) -> dict:
@@ -131,7 +144,7 @@ def main() -> None:
     if existing & set(names):
         dvc("exp", "remove", *sorted(existing & set(names)))
     settings = queue_steps()
-    dvc("queue", "start", "--jobs", "1")
+    start_queue()
     wait_for(names)
     rows = [{"step": step, "experiment": name, "settings": step_settings,
              **headline(experiment_report(name))}

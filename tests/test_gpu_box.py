@@ -91,8 +91,8 @@ def test_a_train_stage_on_two_cpu_processes_ends_like_one(from_the_commit):
     """train.gpus: 2 with compute.device: cpu runs two gloo processes under torchrun;
     process 0 alone writes the same outputs, with a history of the same length. On 40
     fit images, BatchNorm over each process's half batch and per-process flips move
-    the numbers: the tolerance is loose (final train loss within 2x, last test
-    accuracy within 40 points), the layout is exact."""
+    the numbers: the tolerance is loose (final train loss within 2x, last running
+    train accuracy within 20 points), the layout is exact."""
     repo = from_the_commit
     params_file, stage, name = repo / "params.yaml", "train@resnet18-scratch", "resnet18-scratch"
     original = params_file.read_text()
@@ -112,7 +112,10 @@ def test_a_train_stage_on_two_cpu_processes_ends_like_one(from_the_commit):
     assert len(together) == len(alone) and together[0].keys() == alone[0].keys()
     last = {"one": alone[-1], "two": together[-1]}
     assert 0.5 < last["two"]["train_loss"] / last["one"]["train_loss"] < 2
-    assert abs(last["two"]["acc_test"] - last["one"]["acc_test"]) <= 40
+    # the running train accuracy is over the 44 fit images; the tiny test split (5
+    # images, 20 points each) swings from 20 % to 80 % on one threshold's side, too few
+    # to compare runs by
+    assert abs(last["two"]["acc_train"] - last["one"]["acc_train"]) <= 20
     checkpoint = torch.load(repo / "models" / f"{name}.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
     assert not (repo / "models" / f"{name}.resume.pt").exists()

@@ -195,3 +195,27 @@ def test_the_lab_preset_resolves_through_dvc_with_overrides(repo):
     assert params["train"]["resnet50"]["batch_size"] == 4
     assert params["compute"]["loader_workers"] == 0 and params["compute"]["device"] == "cpu"
     assert params["data"]["image_size"] == 32 and params["data"]["source"] == "synthetic"
+
+
+def test_a_public_set_downscales_through_dvc_with_its_leakage_unknown(repo):
+    """`data.source: aptos` on an APTOS-layout folder, through the real dvc: split here
+    per image, the leakage unknown (null), said by the stage; then back to the default."""
+    from tests import public_sets
+
+    public_sets.write_aptos(repo / "data" / "aptos", count=40)
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params_file.write_text(set_raw(original, "data.source", "aptos"))
+    try:
+        output = run(repo, "dvc", "repro", "compute-stats")
+        stats = json.loads((repo / "metrics" / "data_stats.json").read_text())
+    finally:
+        params_file.write_text(original)
+    assert "aptos (data/aptos): 30 train and 10 test images" in output
+    assert "split made here per image" in output and "patients unknown" in output
+    assert stats["test_patient_leakage_percent"] is None
+    assert stats["train_images"] + stats["test_images"] == 40
+    assert (repo / "metrics" / "skipped_inputs.csv").read_text() == "file,row,problem\n"
+    run(repo, "dvc", "repro", "compute-stats")  # the default set again
+    assert json.loads((repo / "metrics" / "data_stats.json").read_text())[
+        "test_patient_leakage_percent"] is not None
