@@ -24,6 +24,8 @@ ARCHS = ("resnet18", "resnet50")
 INITS = ("pretrained", "scratch")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("synthetic", "lab", "kaggle", "aptos", "messidor2", "idrid", "folders")
+# sources whose image names never say the patient (a folders tree may, by its names)
+PATIENTS_UNKNOWN = ("aptos", "messidor2", "idrid")
 ON_BAD_INPUT = ("stop", "skip")
 HEADS = ("classification", "regression")
 REGRESSION_LOSSES = ("smooth_l1", "mse")
@@ -312,6 +314,15 @@ def _recipe_problems(train: dict) -> list[str]:
     return problems
 
 
+def _source_problems(data: dict, evaluate: dict) -> list[str]:
+    """What a source cannot give: the two eyes of a patient, where its names carry none."""
+    if evaluate.get("pair_eyes") is True and data.get("source") in PATIENTS_UNKNOWN:
+        return [f"evaluate.pair_eyes = true with data.source = {data['source']!r}: its image "
+                "names carry no patient, so no two eyes can be paired (README 'Real data'); "
+                "set evaluate.pair_eyes: false"]
+    return []
+
+
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     """Validate a params mapping and build the typed ``Params``; raise on any problem."""
     errors: list[str] = []
@@ -330,6 +341,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
                           f"weights for {arch}; choose {' or '.join(WEIGHT_NAMES[arch])}")
     errors += _process_problems(sections["train"], archs, sections["compute"])
     errors += _recipe_problems(sections["train"])
+    errors += _source_problems(sections["data"], sections["evaluate"])
     if errors:
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     train = {k: v for k, v in sections["train"].items() if k not in ARCHS}

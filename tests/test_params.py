@@ -291,6 +291,8 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"train.warmup_epochs": 3}, "train.warmup_epochs = 3: must be shorter than each "
      "training phase (the shortest, of the pretrained runs, has 3 epoch(s)"),
     ({"train.optimizer": "nesterov", "train.momentum": 0}, "Nesterov momentum needs a momentum"),
+    ({"data.source": "aptos", "evaluate.pair_eyes": True},
+     "evaluate.pair_eyes = true with data.source = 'aptos': its image names carry no patient"),
 ])
 def test_values_a_stage_used_to_stop_on_are_refused_by_check_params(changes, named):
     raw = project_params()
