@@ -33,6 +33,7 @@ from retino.progress import console, print_table  # noqa: E402
 from retino.report.comparison import with_interval  # noqa: E402
 
 RUN = "resnet18-scratch"
+CODE = run_code(*RUN.split("-"))  # its columns in compare.json: r18s
 STEPS = [
     ("the lab's recipe", []),
     ("+ regression head", ["train.head=regression"]),
