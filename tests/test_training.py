@@ -195,7 +195,12 @@ def _run(data, settings, resume_file=None, stop_after=None):
 @pytest.mark.parametrize("stop_after", [1, 3])  # inside feature extraction; inside fine-tuning
 def test_resumed_run_ends_exactly_like_an_uninterrupted_one(torch_home, data, tmp_path,
                                                              stop_after):
-    settings = _settings(epochs=(2, 2))
+    assert_resume_is_exact(data, _settings(epochs=(2, 2)), tmp_path, stop_after)
+
+
+def assert_resume_is_exact(data, settings, tmp_path, stop_after):
+    """A run stopped after epoch ``stop_after`` and resumed ends with the history, the
+    weights and the best weights of the uninterrupted run; returns that run's result."""
     whole, whole_weights = _run(data, settings)
     resume_file = ResumeFile(tmp_path / "run.resume.pt", _identity())
     with pytest.raises(Interrupted):
@@ -206,6 +211,7 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(torch_home, data, tm
         assert torch.equal(value, resumed_weights[key]), key
     for key, value in whole.best_state.items():
         assert torch.equal(value, resumed.best_state[key]), key
+    return whole
 
 
 def _identity(**changes) -> RunIdentity:

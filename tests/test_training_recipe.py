@@ -21,8 +21,7 @@ from retino.train.loop import make_criterion
 from retino.train.models import build_model
 from retino.train.optim import LearningRateSchedule, lr_factor, make_optimizer
 from retino.train.recipe import TrainSettings
-from retino.train.resume import ResumeFile
-from tests.test_training import Interrupted, _identity, _run
+from tests.test_training import assert_resume_is_exact
 
 CPU = torch.device("cpu")
 MEAN, STD = (0.5, 0.2, 0.1), (0.3, 0.15, 0.06)
@@ -281,15 +280,6 @@ def test_resume_with_cosine_ema_and_field_is_still_exact(tiny_dataset, tmp_path)
     data = load_train_data(tiny_dataset, MEAN, STD, 0.3, 0)
     settings = _settings(augment="field", lr_schedule="cosine", warmup_epochs=1, ema=0.9,
                          epochs_feature_extraction=2, epochs_fine_tuning=1)
-    whole, whole_weights = _run(data, settings)
-    resume_file = ResumeFile(tmp_path / "run.resume.pt", _identity())
-    with pytest.raises(Interrupted):
-        _run(data, settings, resume_file, stop_after=2)
-    resumed, resumed_weights = _run(data, settings, resume_file)
-    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
-    for key, value in whole_weights.items():
-        assert torch.equal(value, resumed_weights[key]), key
-    for key, value in whole.best_state.items():
-        assert torch.equal(value, resumed.best_state[key]), key
+    whole = assert_resume_is_exact(data, settings, tmp_path, stop_after=2)
     assert len({record.lr for record in whole.history}) == 3  # the schedule moved
 
