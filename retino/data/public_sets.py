@@ -206,7 +206,7 @@ def read_image_folders(folder: Path) -> PublicRows:
 
 
 def _read_grade_folders(tree: Path, mode: str | None, rows: PublicRows) -> None:
-    suffixes, seen = image_suffixes(), {name: None for name in rows.names}
+    suffixes, seen = image_suffixes(), set(rows.names)
     for entry in sorted(tree.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -225,7 +225,7 @@ def _read_grade_folders(tree: Path, mode: str | None, rows: PublicRows) -> None:
                                              f"{photo.stem!r} (names are file stems, one "
                                              "photo each)"))
             else:
-                seen[photo.stem] = None
+                seen.add(photo.stem)
                 rows.names.append(photo.stem)
                 rows.grades.append(GRADE_FOLDERS[entry.name])
                 rows.photos.append(photo)
