@@ -18,16 +18,20 @@ from retino.params import read_params_file
 
 ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
+EXTERNAL_README = Path("metrics") / "external" / "README.md"
 
 
 def scratch_project(folder: Path, params: dict, env: dict | None = None) -> Path:
-    """A copy of the pipeline (dvc.yaml, stages, retino, the DVC config and plot
-    templates) in ``folder`` with ``params``; with ``env``, also a git and DVC repo."""
+    """A copy of the pipeline (dvc.yaml, stages, retino, metrics/external's README, the
+    DVC config and plot templates) in ``folder`` with ``params``; with ``env``, also a git and DVC repo."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, folder / name)
     for name in ("stages", "retino"):
         shutil.copytree(ROOT / name, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+    # the external reports' folder, a dependency of compare, kept by its README
+    (folder / EXTERNAL_README).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / EXTERNAL_README, folder / EXTERNAL_README)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if env is not None:
         for command in (["git", "init", "-q"], ["dvc", "init", "-q"]):

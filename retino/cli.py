@@ -93,6 +93,14 @@ def augment_preview(args: argparse.Namespace):
     return captioned_sheet(panels, columns=4)
 
 
+def run_summary(args: argparse.Namespace) -> None:
+    from retino.params import load_params
+    from retino.report.comparison import print_summary, read_results
+
+    external = load_params().external.source  # the external set of params.yaml, if any
+    print_summary(read_results(args.metrics_dir, args.history_dir, external))
+
+
 def run_predict(args: argparse.Namespace) -> None:
     from retino.predict import find_photos, predict, print_summary  # torch: only here
 
@@ -106,9 +114,7 @@ def run_predict(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "summary":
-        from retino.report.comparison import print_summary, read_results
-
-        run_stage(lambda: print_summary(read_results(args.metrics_dir, args.history_dir)))
+        run_stage(lambda: run_summary(args))
     elif args.command == "predict":
         run_stage(lambda: run_predict(args))
     elif args.command == "preview":

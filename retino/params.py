@@ -34,6 +34,7 @@ TTA = ("none", "flips")
 AUGMENTATIONS = ("flips", "field")
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
+EXTERNAL_SPLITS = ("all", "test")
 # The ImageNet weights torchvision has for each architecture (a test keeps this equal
 # to torchvision's own list), so that params.yaml is checked without importing torch.
 WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2")}
@@ -106,12 +107,21 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class ExternalParams:
+    # [] or [one source]: a list, so that DVC makes the external stages from it (one per
+    # entry) and an empty one adds no stage to the default run
+    source: tuple[str, ...]
+    split: str  # all (every gradable image) | test (the set's test split)
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     synthesize: SynthesizeParams
     compute: ComputeParams
     train: TrainParams
     evaluate: EvaluateParams
+    external: ExternalParams
 
 
 def check_arch(arch: str) -> str:
@@ -187,6 +197,21 @@ def _one_of(allowed: tuple[str, ...]) -> Callable[[Any], str | None]:
     return check
 
 
+def _external_sources(value: Any) -> str | None:
+    """external.source: ``[]`` or a list of one source (brackets included)."""
+    if not isinstance(value, list):
+        return (f"must be a list: [] (none) or one source in brackets, e.g. [aptos] "
+                f"(dvc exp run -S 'external.source=[aptos]'); sources: {', '.join(SOURCES)}")
+    unknown = [item for item in value if item not in SOURCES]
+    if unknown:
+        return f"{unknown[0]!r} is no source; sources: {', '.join(SOURCES)}"
+    if len(value) > 1:
+        return ("one external source per run: run one experiment per source (dvc exp run "
+                "-S 'external.source=[aptos]', then [messidor2]); dvc exp show puts them "
+                "side by side")
+    return None
+
+
 SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     "data": {
         "source": _one_of(SOURCES),
@@ -214,6 +239,7 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
         "label_smoothing": _number_in(0, 1, high_open=True), "gpus": _process_count,
     },
     "evaluate": {"batch_size": BATCH, "tta": _one_of(TTA), "pair_eyes": _boolean},
+    "external": {"source": _external_sources, "split": _one_of(EXTERNAL_SPLITS)},
 }
 # Keys of earlier versions: naming one is an error that says where it went.
 RENAMED = {
@@ -314,13 +340,20 @@ def _recipe_problems(train: dict) -> list[str]:
     return problems
 
 
-def _source_problems(data: dict, evaluate: dict) -> list[str]:
-    """What a source cannot give: the two eyes of a patient, where its names carry none."""
+def _source_problems(data: dict, evaluate: dict, external: dict) -> list[str]:
+    """What a source cannot give: the two eyes of a patient, where its names carry none;
+    an outside test, where the external set is the training set itself."""
+    problems = []
     if evaluate.get("pair_eyes") is True and data.get("source") in PATIENTS_UNKNOWN:
-        return [f"evaluate.pair_eyes = true with data.source = {data['source']!r}: its image "
-                "names carry no patient, so no two eyes can be paired (README 'Real data'); "
-                "set evaluate.pair_eyes: false"]
-    return []
+        problems.append(f"evaluate.pair_eyes = true with data.source = {data['source']!r}: "
+                        "its image names carry no patient, so no two eyes can be paired "
+                        "(README 'Real data'); set evaluate.pair_eyes: false")
+    sources = external.get("source")
+    if isinstance(sources, list) and data.get("source") in sources:
+        problems.append(f"external.source = {sources!r} with data.source = "
+                        f"{data['source']!r}: external validation tests on a set the model "
+                        "was not trained on; name another source, or [] for none")
+    return problems
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -341,7 +374,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
                           f"weights for {arch}; choose {' or '.join(WEIGHT_NAMES[arch])}")
     errors += _process_problems(sections["train"], archs, sections["compute"])
     errors += _recipe_problems(sections["train"])
-    errors += _source_problems(sections["data"], sections["evaluate"])
+    errors += _source_problems(sections["data"], sections["evaluate"], sections["external"])
     if errors:
         raise ParamsError(f"{source} has {len(errors)} problem(s):\n  " + "\n  ".join(errors))
     train = {k: v for k, v in sections["train"].items() if k not in ARCHS}
@@ -351,6 +384,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         compute=ComputeParams(**sections["compute"]),
         train=TrainParams(**train, **{a: ArchParams(**archs[a]) for a in ARCHS}),
         evaluate=EvaluateParams(**sections["evaluate"]),
+        external=ExternalParams(tuple(sections["external"]["source"]),
+                                sections["external"]["split"]),
     )
 
 
@@ -384,7 +419,12 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
               "compute.compile"),
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
                  "compute.device", "compute.loader_workers"),
-    "compare": (),
+    "downscale-external": ("external.split", "data.image_size", "data.preprocess",
+                           "data.on_bad_input", "data.resplit_test_fraction",
+                           "data.split_seed", "compute.image_workers"),
+    "evaluate-external": ("external.split", "evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
+                          "compute.device", "compute.loader_workers"),
+    "compare": ("external",),
     "plots-page": (),
 }
 

@@ -1,9 +1,11 @@
 """Stage compare: the lab's Result Comparison figure per architecture, the one DVC
 metrics file (metrics/compare.json), a model card per model (metrics/<arch>-<init>.md)
-and the summary table of all four models.
+and the summary table of all four models; with an external set, each model's figures
+on it beside the in-domain ones, in all three.
 
-Reads no params (the cards quote what dvc.lock recorded). Reprint the table later,
-without rerunning anything, with `python -m retino summary`.
+Reads params.yaml: external (which set's reports under metrics/external/ to include;
+the cards quote the other params from what dvc.lock recorded). Reprint the tables
+later, without rerunning anything, with `python -m retino summary`.
 """
 
 import argparse
@@ -13,10 +15,10 @@ from pathlib import Path
 import yaml
 
 from retino.atomic import write_json, write_text
-from retino.params import ARCHS
+from retino.params import ARCHS, load_params
 from retino.report.card import git_revision, model_card
-from retino.report.comparison import (compared_metrics, leakage_warning, print_summary,
-                                      read_results)
+from retino.report.comparison import (compared_metrics, external_left_out, leakage_warning,
+                                      print_summary, read_results)
 from retino.report.figures import result_comparison
 from retino.stage import run_stage, stage_parser
 
@@ -26,8 +28,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--history-dir", type=Path, required=True,
                         help="folder of the evaluate stages' <arch>-<init>.csv")
     parser.add_argument("--metrics-dir", type=Path, required=True,
-                        help="folder of the evaluate stages' <arch>-<init>.json; the "
-                        "model cards <arch>-<init>.md are written there too")
+                        help="folder of the evaluate stages' <arch>-<init>.json (and of "
+                        "external/<source>/); the model cards <arch>-<init>.md are written "
+                        "there too")
     parser.add_argument("--stats", type=Path, required=True, help="compute-stats JSON")
     parser.add_argument("--figure-dir", type=Path, required=True,
                         help="where <arch>.png goes")
@@ -37,7 +40,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    results = read_results(args.metrics_dir, args.history_dir)
+    external = load_params(stage="compare").external
+    results = read_results(args.metrics_dir, args.history_dir, external.source)
     for arch in ARCHS:
         runs = {r.name.split("-")[1]: r for r in results if r.name.startswith(f"{arch}-")}
         result_comparison(arch, runs, leakage_warning(results), args.figure_dir / f"{arch}.png")
@@ -46,9 +50,10 @@ def main() -> None:
     lock_file = Path("dvc.lock")  # provenance as DVC recorded it; absent outside DVC
     lock = yaml.safe_load(lock_file.read_text()) if lock_file.is_file() else {}
     revision = git_revision()
+    left_out = external_left_out(args.metrics_dir, external.source)
     for result in results:
         write_text(args.metrics_dir / f"{result.name}.md",
-                   model_card(result, stats, lock, revision))
+                   model_card(result, stats, lock, revision, left_out))
     print_summary(results)
 
 

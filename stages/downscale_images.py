@@ -12,7 +12,7 @@ from pathlib import Path
 
 from retino.atomic import atomic_path, write_text
 from retino.data.checks import report_csv
-from retino.data.downscale import prepare_downscaled
+from retino.data.downscale import left_out_lines, prepare_downscaled
 from retino.data.sources import read_source, source_folder
 from retino.data.splits import patient_leakage
 from retino.params import load_params
@@ -44,13 +44,8 @@ def main() -> None:
                   f"{len(splits['test'])} test images at {data.image_size} px, "
                   f"{workers} workers -> {args.out}; "
                   + (f"split made here {made_here}" if source.resplit else "split as given"))
-    if source.excluded:
-        console.print(f"left out {len(source.excluded)} ungradable photo(s), listed in "
-                      f"{args.skipped_out}")
-    bad = len(skipped) - len(source.excluded)
-    if bad:
-        console.print(f"[yellow]left out {bad} bad input(s), listed in "
-                      f"{args.skipped_out}[/]")
+    for line in left_out_lines(source, skipped, args.skipped_out):
+        console.print(line)
     if leaked is None:
         console.print("[yellow]patients unknown: the image names carry none "
                       "(<patient>_<left|right>), so the split is per image and its patient "

@@ -22,10 +22,10 @@ import torch
 from retino.atomic import write_json, write_text
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console
-from retino.grading import LearnedNothing, broken_rows, learned_nothing_text, predicted_grades
-from retino.report.evaluation import (history_csv, model_report, patient_leakage_percent,
-                                      predict_test_split, predict_validation_split,
-                                      prediction_rows)
+from retino.grading import LearnedNothing, learned_nothing_text, predicted_grades
+from retino.report.evaluation import (broken_outputs_warning, history_csv, model_report,
+                                      patient_leakage_percent, predict_test_split,
+                                      predict_validation_split, prediction_rows)
 from retino.report.pairing import paired_eyes_report, refuse_leaky_split
 from retino.report.figures import confusion_heatmap
 from retino.report.gallery import gallery
@@ -53,11 +53,9 @@ def main() -> None:
     checkpoint, names = test.checkpoint, test.images.names
     history = history_csv(checkpoint, args.model)
     validation = predict_validation_split(test, args.model, args.data, *settings)
-    broken = broken_rows(test.logits)
+    broken = broken_outputs_warning(args.model, test.logits, "test images")
     if broken:
-        console.print(f"[bold red]warning:[/] {args.model} gives NaN or infinite outputs on "
-                      f"{broken} of {len(names)} test images: its figures are those of a "
-                      "broken model (see its train stage's warning)")
+        console.print(broken)
     report = model_report(test, validation, leakage, params.evaluate.tta)
     cuts = report["cuts"]
     predicted = predicted_grades(test.logits, cuts)

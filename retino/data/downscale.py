@@ -1,7 +1,8 @@
 """The downscaled set the networks train on: checked splits plus one uint8 array per split.
 
 ``data/downscaled/`` holds the lab's four headerless CSVs of the split in use and
-``train.npy``/``test.npy`` with the downscaled images in CSV order. Bad inputs are
+``train.npy``/``test.npy`` with the downscaled images in CSV order; an external set
+(``data/external/<source>/``, downscale-external) holds its test split alone. Bad inputs are
 found in three passes of rising cost: CSV rows, then missing or empty files, then
 images that fail to decode; with ``data.on_bad_input: stop`` the first pass that
 finds any stops the stage before the next, more expensive one starts.
@@ -16,7 +17,7 @@ import numpy as np
 
 from retino.data.arrays import ArrayWriter, array_path
 from retino.data.checks import Problem, stop_on
-from retino.data.layout import MODES, Split, write_split
+from retino.data.layout import Split, write_split
 from retino.data.photos import downscale_job, file_problem
 from retino.data.sources import SourceData
 from retino.errors import DataError
@@ -63,7 +64,8 @@ def write_images(paths: list[Path], target: Path, size: int, workers: int,
 def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
                        on_bad_input: str, on_image: Callable[[], None] = lambda: None,
                        preprocess: str = "none") -> tuple[dict[str, Split], list[Problem]]:
-    """Write the downscaled set into the (new, empty) folder ``out``.
+    """Write the downscaled set of ``source.splits`` (train and test, or an external
+    set's test split alone) into the (new, empty) folder ``out``.
 
     Returns the splits as written and every input left out (ungradable photos among
     them, which never stop the stage). With ``stop``, any problem raises
@@ -74,8 +76,7 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
     stop_on(problems, on_bad_input)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
-    for mode in MODES:
-        split = splits[mode]
+    for mode, split in splits.items():
         paths = [source.photo(name) for name in split.names]
         kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image,
                                     preprocess)
@@ -86,6 +87,17 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
         if len(split) == 0:
             raise DataError(f"{source.image_folder}: no usable {mode} images left after "
                             f"leaving out {len(source.problems) + len(problems)} bad input(s)")
-    for mode in MODES:
-        write_split(out, mode, written[mode])
+    for mode, split in written.items():
+        write_split(out, mode, split)
     return written, source.excluded + source.problems + problems
+
+
+def left_out_lines(source: SourceData, skipped: list[Problem], report: Path) -> list[str]:
+    """What a downscale stage left out, in words (rich markup), for its summary."""
+    lines = []
+    if source.excluded:
+        lines.append(f"left out {len(source.excluded)} ungradable photo(s), listed in {report}")
+    bad = len(skipped) - len(source.excluded)
+    if bad:
+        lines.append(f"[yellow]left out {bad} bad input(s), listed in {report}[/]")
+    return lines

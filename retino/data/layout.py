@@ -49,6 +49,12 @@ class Split:
         indices = np.asarray(indices, dtype=np.int64)
         return Split([self.names[i] for i in indices], self.labels[indices])
 
+    @staticmethod
+    def joined(splits: Sequence["Split"]) -> "Split":
+        """The rows of ``splits``, one after the other."""
+        return Split([name for split in splits for name in split.names],
+                     np.concatenate([split.labels for split in splits]).astype(np.int64))
+
 
 def csv_paths(folder: str | Path, mode: str) -> tuple[Path, Path]:
     if mode not in MODES:

@@ -22,13 +22,13 @@ fixing the draw.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 
 from retino.data.checks import Problem
-from retino.data.layout import IMAGE_FOLDER, Split, check_rows, image_path, read_layout_rows
+from retino.data.layout import (IMAGE_FOLDER, MODES, Split, check_rows, image_path,
+                                read_layout_rows)
 from retino.data.public_sets import LABEL_TABLES, read_image_folders, read_label_tables
 from retino.data.splits import patient_split
 from retino.errors import DataError
@@ -99,10 +99,24 @@ def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
         return SourceData(folder / KAGGLE_IMAGES, splits, problems, resplit=True)
     splits, problems = read_layout_rows(folder)
     if resplit:
-        names = splits["train"].names + splits["test"].names
-        labels = np.concatenate([splits["train"].labels, splits["test"].labels])
-        splits = patient_split(names, labels, test_fraction, seed)
+        everything = Split.joined([splits[mode] for mode in MODES])
+        splits = patient_split(everything.names, everything.labels, test_fraction, seed)
     return SourceData(folder / IMAGE_FOLDER, splits, problems, resplit=resplit)
+
+
+EXTERNAL_MODE = "test"  # an external set is written as one split, read as a test split
+
+
+def read_external(source: str, folder: Path, split: str, test_fraction: float, seed: int
+                  ) -> SourceData:
+    """``source`` as an external test set (``external.split``): every usable image
+    (``all``) or its test split (``test``: the set's own, or one made here as for
+    training, with ``data.resplit_test_fraction`` and ``data.split_seed``), as the one
+    split ``EXTERNAL_MODE``."""
+    data = read_source(source, folder, False, test_fraction, seed)
+    chosen = (data.splits["test"] if split == "test"
+              else Split.joined([data.splits[mode] for mode in MODES]))
+    return replace(data, splits={EXTERNAL_MODE: chosen})
 
 
 def read_public_set(source: str, folder: Path, resplit: bool, test_fraction: float,

@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 from retino.grading import GRADES
-from retino.report.comparison import ModelResult, number_text, verdict_text, with_interval
+from retino.report.comparison import (SPLIT_TEXT, ModelResult, drop_text, external_folder,
+                                      number_text, resampled, verdict_text, with_interval)
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
 LIMITS_SYNTHETIC = (
@@ -137,7 +138,7 @@ def _flatten(params: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _metric_lines(report: dict) -> list[str]:
+def _metric_lines(report: dict, where: str = "Test split") -> list[str]:
     rows = [("accuracy", with_interval(report, "acc", 1, " %")),
             ("quadratic weighted kappa", with_interval(report, "qwk", 3)),
             ("balanced accuracy", with_interval(report, "bacc", 1, " %")),
@@ -145,8 +146,9 @@ def _metric_lines(report: dict) -> list[str]:
             ("referable DR specificity", with_interval(report, "ref_spec", 1, " %")),
             ("referable DR ROC AUC", with_interval(report, "ref_auc", 3)),
             ("majority baseline accuracy", f"{number_text(report['baseline_acc'], 1)} %")]
-    lines = [f"Test split, {report['test_images']} images; 95 % intervals from 1,000 "
-             "bootstrap resamples of patients.", "", "| measure | value [95 % interval] |",
+    drawn = report.get("resampled") or resampled(report)
+    lines = [f"{where}, {report['test_images']} images; 95 % intervals from 1,000 "
+             f"bootstrap resamples of {drawn}.", "", "| measure | value [95 % interval] |",
              "|---|---|", *(f"| {name} | {value} |" for name, value in rows), ""]
     points = report.get("operating_points", {})
     if points:
@@ -161,13 +163,34 @@ def _metric_lines(report: dict) -> list[str]:
     return lines
 
 
+def _external_lines(result: ModelResult, left_out: int | None) -> list[str]:
+    """The model on the external set: the headline beside the in-domain one, the change
+    in words, then the same table as the test split's."""
+    external, inside = result.external, result.report
+    source = external["source"]
+    report = f"`{external_folder(Path('metrics'), source)}/skipped_inputs.csv`"
+    left = ("" if left_out is None else "; nothing left out" if not left_out else
+            f"; {left_out} input(s) left out (ungradable or bad), listed in {report}")
+    return [f"Tested on `{source}`: {SPLIT_TEXT[external['split']]}, "
+            f"{external['test_images']} images{left}. Downscaled and preprocessed as the "
+            "training data, normalised with the model's own statistics, graded at its own "
+            "cut-points and operating points (fitted on its validation split, never on this "
+            "set).", "",
+            f"- QWK on `{source}`: {with_interval(external, 'qwk', 3)}; in-domain (its test "
+            f"split): {with_interval(inside, 'qwk', 3)}.",
+            f"- On `{source}` the QWK is {drop_text(inside, external)}.", "",
+            *_metric_lines(external, where=f"External set `{source}`")]
+
+
 def _verdict_lines(result: ModelResult) -> list[str]:
     verdict = verdict_text(result)
     return [f"**Warning: {verdict}**", ""] if verdict else []
 
 
-def model_card(result: ModelResult, stats: dict, lock: dict, revision: str) -> str:
-    """The Markdown card of one model."""
+def model_card(result: ModelResult, stats: dict, lock: dict, revision: str,
+               external_left_out: int | None = None) -> str:
+    """The Markdown card of one model; ``external_left_out``: how many inputs of the
+    external set (if any) downscale-external left out."""
     train, evaluate = _stage(lock, f"train@{result.name}"), _stage(lock,
                                                                    f"evaluate@{result.name}")
     source = _stage(lock, "downscale-images").get("params", {}).get("params.yaml", {}).get(
@@ -191,5 +214,7 @@ def model_card(result: ModelResult, stats: dict, lock: dict, revision: str) -> s
                 "## Recipe", "", *_recipe_lines(result, lock), "",
                 "## Test results", "", *_verdict_lines(result), *_metric_lines(result.report),
                 "",
+                *(["## External validation", "", *_external_lines(result, external_left_out),
+                   ""] if result.external is not None else []),
                 "## Provenance", "", *provenance, ""]
     return "\n".join(sections)

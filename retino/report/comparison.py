@@ -6,9 +6,12 @@
 the summary table prints them (``r18p.qwk``, ``r18p.qwk_ci``, ``r18p.acc``): twelve
 columns, which is what ``dvc metrics show`` fits in 200 columns (an accuracy interval per
 model would not) and what leads ``dvc exp show``. With ``evaluate.pair_eyes`` on, each
-model's two-eye figures follow its own (``r18p.qwk_paired`` ...). Every other figure of
-a model, every interval among them, is in ``metrics/<arch>-<init>.json`` and in the
-summary table.
+model's two-eye figures follow its own (``r18p.qwk_paired`` ...). With an external set
+(``external.source``), each model's in-domain QWK is followed by its external QWK and
+that interval (``r18p.qwk``, ``r18p.qwk_x``, ``r18p.qwk_x_ci``): twelve columns again,
+as accuracy and the in-domain interval move out. Every other figure of a model, every
+interval among them, is in ``metrics/<arch>-<init>.json``,
+``metrics/external/<source>/<arch>-<init>.json`` and the summary tables.
 """
 
 from __future__ import annotations
@@ -32,15 +35,25 @@ COMPARED_INTERVAL = "qwk"  # its 95 % interval, as text: "[0.766, 0.877]"
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One trained model: its test report and its per-epoch history."""
+    """One trained model: its test report, its per-epoch history and, when an external
+    set is named (``external.source``), its report on that set."""
 
     name: str  # <arch>-<init>
     report: dict
     history: pd.DataFrame
+    external: dict | None = None
 
 
-def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
-    """The four models' reports and histories; a missing one says which stage makes it."""
+def external_folder(metrics_dir: Path, source: str) -> Path:
+    """Where the external stages of ``source`` write: ``metrics/external/<source>``."""
+    return metrics_dir / "external" / source
+
+
+def read_results(metrics_dir: Path, history_dir: Path, external: tuple[str, ...] = ()
+                 ) -> list[ModelResult]:
+    """The four models' reports and histories, with their reports on the external set
+    ``external`` names (``external.source``: empty or one source); a missing file says
+    which stage makes it."""
     results = []
     for arch in ARCHS:
         for init in INITS:
@@ -50,17 +63,48 @@ def read_results(metrics_dir: Path, history_dir: Path) -> list[ModelResult]:
                 if not path.is_file():
                     raise FileNotFoundError(f"{path}: not found; run `dvc repro evaluate@{name}`")
             results.append(ModelResult(name, json.loads(report_file.read_text()),
-                                       pd.read_csv(history_file)))
+                                       pd.read_csv(history_file),
+                                       read_external(metrics_dir, name, external)))
     return results
+
+
+def external_left_out(metrics_dir: Path, external: tuple[str, ...]) -> int | None:
+    """How many inputs downscale-external left out of the external set (the rows of its
+    skipped_inputs.csv), or None when no set is named or the report is missing."""
+    path = external_folder(metrics_dir, external[0]) / "skipped_inputs.csv" if external else None
+    if path is None or not path.is_file():
+        return None
+    return max(len(path.read_text(encoding="utf-8").splitlines()) - 1, 0)
+
+
+def read_external(metrics_dir: Path, name: str, external: tuple[str, ...]) -> dict | None:
+    """Model ``name``'s report on the external set, or None when none is named."""
+    if not external:
+        return None
+    source = external[0]
+    path = external_folder(metrics_dir, source) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; run `dvc repro "
+                                f"evaluate-external@{name}-{source}`")
+    return json.loads(path.read_text())
+
+
+EXTERNAL_SUFFIX = "_x"  # the external set's figures in metrics/compare.json: qwk_x
 
 
 def compared_metrics(results: list[ModelResult]) -> dict:
     """The content of ``metrics/compare.json``: per model code, its QWK, the QWK's 95 %
-    interval and its accuracy; with ``evaluate.pair_eyes`` on, the same three of the
-    two-eye grading after them (``qwk_paired``, ``qwk_paired_ci``, ``acc_paired``)."""
+    interval and its accuracy, or with an external set, its QWK, the external QWK and
+    that one's interval (``qwk``, ``qwk_x``, ``qwk_x_ci``); with ``evaluate.pair_eyes``
+    on, the QWK, interval and accuracy of the two-eye grading after them
+    (``qwk_paired``, ``qwk_paired_ci``, ``acc_paired``)."""
     compared = {}
     for result in results:
         figures = compared_figures(result.report)
+        if result.external is not None:
+            external = compared_figures(result.external, suffix=EXTERNAL_SUFFIX)
+            figures = {"qwk": figures["qwk"], **{key: external[key] for key in (
+                f"qwk{EXTERNAL_SUFFIX}", f"qwk{EXTERNAL_SUFFIX}_ci")}}
         if "paired_eyes" in result.report:
             figures |= compared_figures(result.report["paired_eyes"], suffix="_paired")
         compared[run_code(*result.name.split("-"))] = figures
@@ -118,10 +162,16 @@ def summary_rows(results: list[ModelResult]) -> list[list[str]]:
     return rows
 
 
+def resampled(report: dict) -> str:
+    """What the bootstrap of an in-domain report drew: patients, or images where the
+    names carry no patient (the leakage is then unknown)."""
+    return "images" if report["test_patient_leakage_percent"] is None else "patients"
+
+
 def summary_title(results: list[ModelResult]) -> str:
     return (f"test split, {results[0].report['test_images']} images (majority baseline "
-            f"{results[0].report['baseline_acc']:.1f} %); [95 % interval, patients "
-            "resampled]")
+            f"{results[0].report['baseline_acc']:.1f} %); [95 % interval, "
+            f"{resampled(results[0].report)} resampled]")
 
 
 UNKNOWN_LEAKAGE = ("the image names carry no patient, so the split is per image and the "
@@ -148,10 +198,58 @@ def verdict_text(result: ModelResult) -> str | None:
     return learned_nothing_text(result.name, LearnedNothing(**verdict)) if verdict else None
 
 
+EXTERNAL_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
+                    "ref. AUC", "in-domain QWK", "QWK change")
+SPLIT_TEXT = {"all": "every gradable image", "test": "its test split"}
+
+
+def external_rows(results: list[ModelResult]) -> list[list[str]]:
+    """One row per model on the external set, with its in-domain QWK and the change."""
+    rows = []
+    for result in results:
+        r, inside = result.external, result.report
+        change = (None if r["qwk"] is None or inside["qwk"] is None
+                  else r["qwk"] - inside["qwk"])
+        rows.append([result.name, with_interval(r, "acc", 1), with_interval(r, "qwk", 3),
+                     with_interval(r, "bacc", 1), with_interval(r, "ref_sens", 1),
+                     with_interval(r, "ref_spec", 1), with_interval(r, "ref_auc", 3),
+                     with_interval(inside, "qwk", 3),
+                     "n/a" if change is None else f"{change:+.3f}"])
+    return rows
+
+
+def drop_text(in_domain: dict, external: dict) -> str:
+    """The change from the in-domain QWK to the external one, in words:
+    ``0.258 lower (0.770 in-domain -> 0.512 on aptos), outside the in-domain 95 %
+    interval``."""
+    inside, outside = in_domain.get("qwk"), external.get("qwk")
+    if inside is None or outside is None or math.isnan(inside) or math.isnan(outside):
+        return "not defined (a QWK is undefined on one of the sets)"
+    change = outside - inside
+    direction = "lower" if change < 0 else "higher" if change > 0 else "no different"
+    amount = f"{abs(change):.3f} {direction}" if change else direction
+    low, high = (in_domain.get("ci95", {}).get("qwk") or (None, None))
+    where = ""
+    if low is not None and not math.isnan(low):
+        where = (", inside the in-domain 95 % interval" if low <= outside <= high
+                 else ", outside the in-domain 95 % interval")
+    return (f"{amount} ({inside:.3f} in-domain -> {outside:.3f} on {external['source']})"
+            f"{where}")
+
+
+def external_title(results: list[ModelResult]) -> str:
+    first = results[0].external
+    return (f"external set {first['source']}, {SPLIT_TEXT[first['split']]}: "
+            f"{first['test_images']} images (majority baseline {first['baseline_acc']:.1f} %); "
+            f"[95 % interval, {first['resampled']} resampled]")
+
+
 def print_summary(results: list[ModelResult]) -> None:
-    """The summary table, a line for each model that learned nothing, and the leakage
-    warning where there is leakage."""
+    """The summary table (and the external set's, when there is one), a line for each
+    model that learned nothing, and the leakage warning where there is leakage."""
     print_table(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))
+    if results[0].external is not None:
+        print_table(external_title(results), EXTERNAL_COLUMNS, external_rows(results))
     for result in results:
         verdict = verdict_text(result)
         if verdict:

@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 from retino.data.layout import read_layout
 from retino.data.splits import patient_leakage, patient_of
 from retino.errors import DataError
-from retino.grading import (REFERABLE_GRADE, OperatingPoint, accuracy_percent,
+from retino.grading import (REFERABLE_GRADE, OperatingPoint, accuracy_percent, broken_rows,
                             at_threshold, balanced_accuracy_percent, confusion_counts,
                             fit_decisions, learned_nothing, macro_f1, majority_baseline_percent,
                             per_class_recall_precision, per_grade, predicted_grades,
@@ -135,6 +135,18 @@ def average_outputs(passes: list[np.ndarray]) -> np.ndarray:
     peak = log_softmax.max(axis=0)
     log_mean = peak + np.log(np.exp(log_softmax - peak).mean(axis=0))
     return log_mean.astype(np.float32)
+
+
+def broken_outputs_warning(model_file: str | Path, logits: np.ndarray, images: str
+                           ) -> str | None:
+    """In words (rich markup), when the model's outputs on ``images`` ("test images")
+    hold NaN or infinite rows; None when they do not."""
+    broken = broken_rows(logits)
+    if not broken:
+        return None
+    return (f"[bold red]warning:[/] {model_file} gives NaN or infinite outputs on {broken} of "
+            f"{len(logits)} {images}: its figures are those of a broken model (see its "
+            "train stage's warning)")
 
 
 # The headline of every model, in the order reports show it (short names, one each:

@@ -1,0 +1,169 @@
+"""External validation: the external.* params, a public set read and downscaled as a test
+set alone, and what compare, the summary and the model cards make of the reports. The
+stages themselves run through the real dvc in test_pipeline."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pandas as pd
+import pytest
+
+from retino.data.downscale import prepare_downscaled
+from retino.data.layout import read_split
+from retino.data.sources import EXTERNAL_MODE, read_external
+from retino.errors import ParamsError
+from retino.params import parse_params
+from retino.report.card import model_card
+from retino.report.comparison import (ModelResult, compared_metrics, drop_text,
+                                      external_left_out, external_rows, external_title,
+                                      read_results)
+from tests import public_sets
+from tests.conftest import project_params
+
+
+def _params(**external) -> dict:
+    raw = copy.deepcopy(project_params())
+    raw["external"].update(external)
+    return raw
+
+
+def test_no_external_source_is_the_default_and_one_in_brackets_is_accepted():
+    assert parse_params(_params()).external.source == ()
+    chosen = parse_params(_params(source=["aptos"], split="test")).external
+    assert chosen.source == ("aptos",) and chosen.split == "test"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("aptos", "external.source = 'aptos': must be a list: [] (none) or one source in "
+              "brackets, e.g. [aptos] (dvc exp run -S 'external.source=[aptos]')"),
+    (["eyepacs"], "external.source = ['eyepacs']: 'eyepacs' is no source; sources: "
+                  "synthetic, lab, kaggle, aptos, messidor2, idrid, folders"),
+    (["aptos", "idrid"], "one external source per run: run one experiment per source"),
+    (["synthetic"], "external.source = ['synthetic'] with data.source = 'synthetic': "
+                    "external validation tests on a set the model was not trained on"),
+])
+def test_an_external_source_that_cannot_work_is_named_with_what_is_allowed(value, message):
+    with pytest.raises(ParamsError) as error:
+        parse_params(_params(source=value))
+    assert message in str(error.value)
+
+
+def test_an_unknown_external_split_is_refused():
+    with pytest.raises(ParamsError, match=r"external.split = 'val': must be one of: all, test"):
+        parse_params(_params(split="val"))
+
+
+def test_all_takes_every_gradable_image_of_messidor2_and_leaves_the_ungradable_out(tmp_path):
+    labels, ungradable = public_sets.write_messidor2(tmp_path / "messidor2")
+    source = read_external("messidor2", tmp_path / "messidor2", "all", 0.2, 0)
+    assert list(source.splits) == [EXTERNAL_MODE]
+    chosen = source.splits[EXTERNAL_MODE]
+    assert dict(zip(chosen.names, chosen.labels.tolist())) == labels
+    assert [problem.what for problem in source.excluded] == [
+        "ungradable (adjudicated_gradable 0): left out"]
+    assert ungradable.rsplit(".", 1)[0] not in chosen.names
+
+
+def test_test_takes_idrids_own_test_set_and_splits_aptos_as_training_would(tmp_path):
+    labels = public_sets.write_idrid(tmp_path / "idrid")
+    idrid = read_external("idrid", tmp_path / "idrid", "test", 0.2, 0).splits[EXTERNAL_MODE]
+    assert dict(zip(idrid.names, idrid.labels.tolist())) == labels["test"]
+    public_sets.write_aptos(tmp_path / "aptos", count=30)
+    aptos = read_external("aptos", tmp_path / "aptos", "test", 0.2, 0).splits[EXTERNAL_MODE]
+    assert len(aptos) == 5  # round(0.2 x 6) of each grade's 6 images, as data.resplit would
+    again = read_external("aptos", tmp_path / "aptos", "test", 0.2, 1).splits[EXTERNAL_MODE]
+    assert again.names != aptos.names  # data.split_seed draws it
+
+
+def test_an_external_set_is_downscaled_as_its_test_split_alone(tmp_path):
+    public_sets.write_aptos(tmp_path / "aptos", count=12)
+    source = read_external("aptos", tmp_path / "aptos", "all", 0.2, 0)
+    written, skipped = prepare_downscaled(source, tmp_path / "out", 32, 1, "stop")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "test.npy", "test_img.csv", "test_label.csv"]
+    assert read_split(tmp_path / "out", "test", eye_names=False).names == \
+        source.splits[EXTERNAL_MODE].names and skipped == []
+
+
+def _report(qwk: float, interval: list[float], **extra) -> dict:
+    return {"acc": 70.04, "qwk": qwk, "bacc": 40.0, "ref_sens": 60.0, "ref_spec": 90.0,
+            "ref_auc": 0.8, "baseline_acc": 73.35, "test_images": 3662,
+            "ci95": {"acc": [68.0, 72.0], "qwk": interval, "bacc": [38.0, 42.0],
+                     "ref_sens": [55.0, 65.0], "ref_spec": [88.0, 92.0],
+                     "ref_auc": [0.78, 0.82]},
+            "operating_points": {}, "chosen_epoch": 3, "chosen_phase": "fine_tuning",
+            "weighted_loss": False, **extra}
+
+
+def _result(name: str = "resnet18-pretrained") -> ModelResult:
+    inside = _report(0.7702, [0.70, 0.83], test_patient_leakage_percent=0.0)
+    outside = _report(0.5121, [0.48, 0.55], source="aptos", split="all", resampled="images")
+    history = pd.DataFrame({"epoch": [1, 2], "acc_test": [80.0, 81.0]})
+    return ModelResult(name, inside, history, outside)
+
+
+def test_compare_json_puts_the_external_qwk_and_its_interval_beside_the_in_domain_one():
+    compared = compared_metrics([_result(), _result("resnet50-scratch")])
+    assert compared["r18p"] == {"qwk": 0.77, "qwk_x": 0.512, "qwk_x_ci": "[0.480, 0.550]"}
+    assert list(compared) == ["r18p", "r50s"]
+
+
+def test_the_drop_from_the_in_domain_qwk_is_said_in_words():
+    inside, outside = _result().report, _result().external
+    assert drop_text(inside, outside) == ("0.258 lower (0.770 in-domain -> 0.512 on aptos), "
+                                          "outside the in-domain 95 % interval")
+    assert drop_text(inside, {**outside, "qwk": 0.80}).startswith("0.030 higher")
+    assert drop_text(inside, {**outside, "qwk": 0.80}).endswith("inside the in-domain 95 % "
+                                                                 "interval")
+    assert drop_text(inside, {**outside, "qwk": None}).startswith("not defined")
+
+
+def test_the_summary_has_a_row_per_model_on_the_external_set():
+    results = [_result()]
+    assert external_title(results) == ("external set aptos, every gradable image: 3662 "
+                                       "images (majority baseline 73.3 %); [95 % interval, "
+                                       "images resampled]")
+    assert external_rows(results) == [["resnet18-pretrained", "70.0 [68.0, 72.0]",
+                                       "0.512 [0.480, 0.550]", "40.0 [38.0, 42.0]",
+                                       "60.0 [55.0, 65.0]", "90.0 [88.0, 92.0]",
+                                       "0.800 [0.780, 0.820]", "0.770 [0.700, 0.830]",
+                                       "-0.258"]]
+
+
+def test_the_model_card_says_where_it_was_tested_and_how_far_it_fell():
+    stats = {"image_size": 48, "test_patient_leakage_percent": 0.0,
+             "class_counts": {s: {f"{g}-x": 1 for g in range(5)} for s in ("train", "test")}}
+    card = model_card(_result(), stats, {}, "abc1234", external_left_out=3)
+    section = card[card.index("## External validation"):card.index("## Provenance")]
+    assert "Tested on `aptos`: every gradable image, 3662 images; 3 input(s) left out" in section
+    assert "- QWK on `aptos`: 0.512 [0.480, 0.550]; in-domain (its test split): 0.770 " \
+           "[0.700, 0.830]." in section
+    assert "the QWK is 0.258 lower" in section
+    assert "External set `aptos`, 3662 images; 95 % intervals from 1,000 bootstrap " \
+           "resamples of images." in section
+    without = model_card(ModelResult("resnet18-pretrained", _result().report,
+                                     _result().history), stats, {}, "abc1234")
+    assert "## External validation" not in without
+
+
+def test_compare_reads_the_named_sets_reports_and_says_which_stage_makes_a_missing_one(
+        tmp_path):
+    history = tmp_path / "history"
+    history.mkdir()
+    external = tmp_path / "external" / "aptos"
+    external.mkdir(parents=True)
+    for name in ("resnet18-pretrained", "resnet18-scratch", "resnet50-pretrained",
+                 "resnet50-scratch"):
+        (tmp_path / f"{name}.json").write_text(json.dumps(_result().report))
+        (history / f"{name}.csv").write_text("epoch,acc_test\n1,80.0\n")
+        if name != "resnet50-scratch":
+            (external / f"{name}.json").write_text(json.dumps(_result().external))
+    assert all(r.external is None for r in read_results(tmp_path, history))
+    with pytest.raises(FileNotFoundError, match="run `dvc repro "
+                       "evaluate-external@resnet50-scratch-aptos`"):
+        read_results(tmp_path, history, ("aptos",))
+    (external / "skipped_inputs.csv").write_text("file,row,problem\na,2,x\nb,3,y\n")
+    assert external_left_out(tmp_path, ("aptos",)) == 2
+    assert external_left_out(tmp_path, ()) is None
