@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import copy
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -14,11 +16,14 @@ from retino.data.downscale import prepare_downscaled
 from retino.data.layout import read_split
 from retino.data.sources import EXTERNAL_MODE, read_external
 from retino.errors import ParamsError
+from retino.grading import fit_decisions
 from retino.params import parse_params
 from retino.report.card import model_card
 from retino.report.comparison import (ModelResult, compared_metrics, drop_text,
                                       external_left_out, external_rows, external_title,
                                       read_results)
+from retino.report.evaluation import SplitPredictions, ValidationOutputs
+from retino.report.external import IN_DOMAIN_ONLY, external_report
 from tests import public_sets
 from tests.conftest import project_params
 
@@ -167,3 +172,29 @@ def test_compare_reads_the_named_sets_reports_and_says_which_stage_makes_a_missi
     (external / "skipped_inputs.csv").write_text("file,row,problem\na,2,x\nb,3,y\n")
     assert external_left_out(tmp_path, ("aptos",)) == 2
     assert external_left_out(tmp_path, ()) is None
+
+
+def _predictions(names: list[str], outputs: np.ndarray, actual: np.ndarray):
+    checkpoint = {"head": "classification", "params": {}, "epoch": 2, "phase": "fine_tuning",
+                  "weighted_loss": False}
+    return SplitPredictions(checkpoint, None, None, SimpleNamespace(names=names), actual,
+                            outputs)
+
+
+def test_an_external_report_applies_the_validation_fit_and_pairs_only_named_eyes():
+    rng = np.random.default_rng(0)
+    grades = np.arange(40) % 5
+    logits = (np.eye(5)[grades] * 3 + rng.normal(size=(40, 5))).astype(np.float32)
+    validation = ValidationOutputs([f"{i // 2}_{('left', 'right')[i % 2]}" for i in range(40)],
+                                   grades, logits)
+    eyes = _predictions([f"{100 + i // 2}_{('left', 'right')[i % 2]}" for i in range(40)],
+                        logits[::-1].copy(), grades[::-1].copy())
+    report = external_report(eyes, validation, "none", "kaggle", "test", pair_eyes=True)
+    assert report["resampled"] == "patients" and report["paired_eyes"]["qwk"] is not None
+    fitted = fit_decisions(validation.grades, validation.outputs).operating_points
+    assert {k: p["threshold"] for k, p in report["operating_points"].items()} == \
+        {k: p.threshold for k, p in fitted.items()}
+    assert not set(IN_DOMAIN_ONLY) & set(report)
+    photos = _predictions([f"IDRiD_{i:03d}" for i in range(40)], logits, grades)
+    unpaired = external_report(photos, validation, "none", "idrid", "all", pair_eyes=True)
+    assert unpaired["resampled"] == "images" and unpaired["paired_eyes"] is None

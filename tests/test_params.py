@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from retino.data.planned import planned_splits, split_problems
+from retino.data.sources import missing_folders
 from retino.data.stats import class_counts, class_weights, leakage_document
 from retino.errors import ParamsError
 from retino.grading import majority_baseline_percent
@@ -199,6 +200,7 @@ def check_params(raw: dict):
     """What the check-params stage does: the typed params, or ParamsError."""
     params = parse_params(raw)
     problems = split_problems(params)
+    problems += missing_folders(params.data.source, params.external.source)
     if problems:
         raise ParamsError("\n".join(problems))
     return params
@@ -293,6 +295,9 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"train.optimizer": "nesterov", "train.momentum": 0}, "Nesterov momentum needs a momentum"),
     ({"data.source": "aptos", "evaluate.pair_eyes": True},
      "evaluate.pair_eyes = true with data.source = 'aptos': its image names carry no patient"),
+    ({"external.source": ["idrid"]}, "external.source = 'idrid': data/idrid/ not found; "
+     "see README 'Real data'"),
+    ({"data.source": "kaggle"}, "data.source = 'kaggle': data/kaggle/ not found"),
 ])
 def test_values_a_stage_used_to_stop_on_are_refused_by_check_params(changes, named):
     raw = project_params()

@@ -44,6 +44,15 @@ def source_folder(source: str) -> Path:
     return Path("data") / source
 
 
+def missing_folders(data_source: str, external: tuple[str, ...]) -> list[str]:
+    """``data.source`` and ``external.source`` entries whose folder is not there, each in
+    words (the synthetic set is made by its own stage, so it is never missing here)."""
+    named = [("data.source", data_source)] + [("external.source", s) for s in external]
+    return [f"{key} = {source!r}: {source_folder(source)}/ not found; see README 'Real "
+            "data' for what goes there" for key, source in named
+            if source != "synthetic" and not source_folder(source).is_dir()]
+
+
 @dataclass(frozen=True)
 class SourceData:
     """The splits to train and test on, where their images are, what was left out."""
