@@ -138,7 +138,7 @@ def _flatten(params: dict, prefix: str = "") -> dict:
     return flat
 
 
-def _metric_lines(report: dict, where: str = "Test split") -> list[str]:
+def _metric_lines(report: dict, where: str = "Test split", scored: str = "test") -> list[str]:
     rows = [("accuracy", with_interval(report, "acc", 1, " %")),
             ("quadratic weighted kappa", with_interval(report, "qwk", 3)),
             ("balanced accuracy", with_interval(report, "bacc", 1, " %")),
@@ -154,7 +154,7 @@ def _metric_lines(report: dict, where: str = "Test split") -> list[str]:
     if points:
         lines += [f"Referable operating points, thresholds on "
                   f"{REFERABLE_SCORE_TEXT[model_head(report)]} chosen on validation:", "", "| point | threshold | validation sens. / spec. | "
-                  "test sens. / spec. |", "|---|---:|---|---|"]
+                  f"{scored} sens. / spec. |", "|---|---:|---|---|"]
         lines += [f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | "
                   f"{number_text(p['validation_sensitivity'], 1)} / "
                   f"{number_text(p['validation_specificity'], 1)} % | "
@@ -179,7 +179,7 @@ def _external_lines(result: ModelResult, left_out: int | None) -> list[str]:
             f"- QWK on `{source}`: {with_interval(external, 'qwk', 3)}; in-domain (its test "
             f"split): {with_interval(inside, 'qwk', 3)}.",
             f"- On `{source}` the QWK is {drop_text(inside, external)}.", "",
-            *_metric_lines(external, where=f"External set `{source}`")]
+            *_metric_lines(external, where=f"External set `{source}`", scored=source)]
 
 
 def _verdict_lines(result: ModelResult) -> list[str]:
