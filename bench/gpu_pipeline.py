@@ -4,7 +4,7 @@
     PYTHONPATH=. python bench/gpu_pipeline.py --params compute.device=cuda data.image_size=512
 
 For a lent GPU machine with torch but no dvc (and no network): it reads ``dvc.yaml``,
-expands each ``matrix`` stage into its runs as DVC does, substitutes ``${...}`` from
+expands each ``matrix`` and ``foreach`` stage into its runs as DVC does, substitutes ``${...}`` from
 ``params.yaml`` and runs every command in the file's order (which is the stage
 graph's order), stopping at the first failure. It does not replace ``dvc repro``:
 nothing is cached or skipped, and ``dvc.lock`` is not written.
@@ -52,15 +52,28 @@ def substitute(text: str, context: dict) -> str:
     return PLACEHOLDER.sub(lambda match: str(lookup(context, match.group(1).strip())), text)
 
 
+def listed(value: object, params: dict) -> list:
+    """A ``matrix`` or ``foreach`` list, given inline or as ``${key}`` of params (the
+    external stages' ``${external.source}``, empty by default)."""
+    if isinstance(value, str):
+        return list(lookup(params, PLACEHOLDER.fullmatch(value.strip()).group(1).strip()))
+    return list(value)
+
+
 def stage_runs(dvc_yaml: dict, params: dict) -> list[tuple[str, str]]:
-    """(name, command) of every stage run, ``matrix`` stages expanded as ``name@a-b``."""
+    """(name, command) of every stage run, ``matrix`` stages expanded as ``name@a-b`` and
+    ``foreach`` stages as ``name@item``."""
     runs = []
     for name, stage in dvc_yaml["stages"].items():
+        if "foreach" in stage:
+            runs += [(f"{name}@{item}", substitute(stage["do"]["cmd"], {**params, "item": item}))
+                     for item in listed(stage["foreach"], params)]
+            continue
         matrix = stage.get("matrix")
         if not matrix:
             runs.append((name, substitute(stage["cmd"], params)))
             continue
-        for values in itertools.product(*matrix.values()):
+        for values in itertools.product(*(listed(v, params) for v in matrix.values())):
             item = dict(zip(matrix, values))
             runs.append((f"{name}@{'-'.join(map(str, values))}",
                          substitute(stage["cmd"], {**params, "item": item})))

@@ -23,7 +23,8 @@ EXTERNAL_README = Path("metrics") / "external" / "README.md"
 
 def scratch_project(folder: Path, params: dict, env: dict | None = None) -> Path:
     """A copy of the pipeline (dvc.yaml, stages, retino, metrics/external's README, the
-    DVC config and plot templates) in ``folder`` with ``params``; with ``env``, also a git and DVC repo."""
+    DVC config and plot templates) in ``folder`` with ``params``; with ``env``, also a
+    git and DVC repo."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(ROOT / name, folder / name)

@@ -422,8 +422,8 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "downscale-external": ("external.split", "data.image_size", "data.preprocess",
                            "data.on_bad_input", "data.resplit_test_fraction",
                            "data.split_seed", "compute.image_workers"),
-    "evaluate-external": ("external.split", "evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
-                          "compute.device", "compute.loader_workers"),
+    "evaluate-external": ("external.split", "evaluate.batch_size", "evaluate.tta",
+                          "evaluate.pair_eyes", "compute.device", "compute.loader_workers"),
     "compare": ("external",),
     "plots-page": (),
 }

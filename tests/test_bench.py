@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -108,6 +109,24 @@ def test_the_dvc_free_pipeline_runs_the_stages_dvc_knows_with_its_commands():
     commands = dict(runs)
     assert "--arch resnet50 --init scratch" in commands["train@resnet50-scratch"]
     assert "models/resnet50-scratch.pt" in commands["train@resnet50-scratch"]
+
+
+def test_the_dvc_free_pipeline_expands_the_external_stages_as_dvc_does(tmp_path):
+    import gpu_pipeline
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["external"]["source"] = ["aptos"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    listed = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=tmp_path, text=True,
+                            capture_output=True, check=True).stdout.split()
+    runs = gpu_pipeline.stage_runs(yaml.safe_load((ROOT / "dvc.yaml").read_text()), params)
+    assert [name for name, _ in runs] == listed
+    assert "downscale-external@aptos" in listed
+    command = dict(runs)["evaluate-external@resnet50-scratch-aptos"]
+    assert "--external data/external/aptos" in command
 
 
 def test_the_dvc_free_pipeline_reports_every_stage_as_it_goes_and_stops_at_a_failure(

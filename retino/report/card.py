@@ -153,8 +153,9 @@ def _metric_lines(report: dict, where: str = "Test split", scored: str = "test")
     points = report.get("operating_points", {})
     if points:
         lines += [f"Referable operating points, thresholds on "
-                  f"{REFERABLE_SCORE_TEXT[model_head(report)]} chosen on validation:", "", "| point | threshold | validation sens. / spec. | "
-                  f"{scored} sens. / spec. |", "|---|---:|---|---|"]
+                  f"{REFERABLE_SCORE_TEXT[model_head(report)]} chosen on validation:", "",
+                  f"| point | threshold | validation sens. / spec. | {scored} sens. / spec. |",
+                  "|---|---:|---|---|"]
         lines += [f"| {name.replace('_', ' ')} | {p['threshold']:.4f} | "
                   f"{number_text(p['validation_sensitivity'], 1)} / "
                   f"{number_text(p['validation_specificity'], 1)} % | "
