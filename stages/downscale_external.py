@@ -39,7 +39,8 @@ def main() -> None:
     with atomic_path(args.out) as out, counting(f"downscale-external@{args.source}",
                                                 len(source.splits[EXTERNAL_MODE])) as tick:
         splits, skipped = prepare_downscaled(source, out, data.image_size, workers,
-                                             data.on_bad_input, tick, data.preprocess)
+                                             data.on_bad_input, tick, data.preprocess,
+                                             str(args.skipped_out))
     write_text(args.skipped_out, report_csv(skipped))
     console.print(f"external set {args.source} ({folder}): {len(splits[EXTERNAL_MODE])} "
                   f"images ({CHOSEN[split]}) at {data.image_size} px, data.preprocess "

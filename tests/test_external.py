@@ -15,7 +15,7 @@ import pytest
 from retino.data.downscale import prepare_downscaled
 from retino.data.layout import read_split
 from retino.data.sources import EXTERNAL_MODE, read_external
-from retino.errors import ParamsError
+from retino.errors import DataError, ParamsError
 from retino.grading import fit_decisions
 from retino.params import parse_params
 from retino.report.card import model_card
@@ -198,3 +198,16 @@ def test_an_external_report_applies_the_validation_fit_and_pairs_only_named_eyes
     photos = _predictions([f"IDRiD_{i:03d}" for i in range(40)], logits, grades)
     unpaired = external_report(photos, validation, "none", "idrid", "all", pair_eyes=True)
     assert unpaired["resampled"] == "images" and unpaired["paired_eyes"] is None
+
+
+def test_a_bad_external_photo_stops_the_stage_and_names_where_skip_would_list_it(tmp_path):
+    labels = public_sets.write_aptos(tmp_path / "aptos", count=12, missing="0003c1434d8d03")
+    assert "0003c1434d8d03" in labels
+    source = read_external("aptos", tmp_path / "aptos", "all", 0.2, 0)
+    report = "metrics/external/aptos/skipped_inputs.csv"
+    with pytest.raises(DataError, match=r"0003c1434d8d03\.png.*\n.*listed in "
+                       "metrics/external/aptos/skipped_inputs.csv"):
+        prepare_downscaled(source, tmp_path / "out", 32, 1, "stop", report=report)
+    written, skipped = prepare_downscaled(source, tmp_path / "kept", 32, 1, "skip",
+                                          report=report)
+    assert len(written[EXTERNAL_MODE]) == 11 and len(skipped) == 1

@@ -33,8 +33,13 @@ class Problem:
         return f"{where}: {self.what}"
 
 
-def stop_on(problems: Sequence[Problem], on_bad_input: str) -> None:
-    """Raise one ``DataError`` listing ``problems`` unless the policy is ``skip``."""
+SKIPPED_REPORT = "metrics/skipped_inputs.csv"  # downscale-images' list of what it left out
+
+
+def stop_on(problems: Sequence[Problem], on_bad_input: str, report: str = SKIPPED_REPORT
+            ) -> None:
+    """Raise one ``DataError`` listing ``problems`` unless the policy is ``skip``; the
+    message names ``report``, where ``skip`` would list them."""
     if not problems or on_bad_input == "skip":
         return
     lines = [str(p) for p in problems[:SHOWN]]
@@ -42,7 +47,7 @@ def stop_on(problems: Sequence[Problem], on_bad_input: str) -> None:
         lines.append(f"... and {len(problems) - SHOWN} more")
     raise DataError(f"{len(problems)} bad input(s):\n  " + "\n  ".join(lines) +
                     "\nfix them, or set data.on_bad_input: skip in params.yaml to leave "
-                    "them out (they are then listed in metrics/skipped_inputs.csv)")
+                    f"them out (they are then listed in {report})")
 
 
 def report_csv(problems: Sequence[Problem]) -> str:

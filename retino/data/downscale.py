@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from retino.data.arrays import ArrayWriter, array_path
-from retino.data.checks import Problem, stop_on
+from retino.data.checks import SKIPPED_REPORT, Problem, stop_on
 from retino.data.layout import Split, write_split
 from retino.data.photos import downscale_job, file_problem
 from retino.data.sources import SourceData
@@ -63,17 +63,19 @@ def write_images(paths: list[Path], target: Path, size: int, workers: int,
 
 def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
                        on_bad_input: str, on_image: Callable[[], None] = lambda: None,
-                       preprocess: str = "none") -> tuple[dict[str, Split], list[Problem]]:
+                       preprocess: str = "none", report: str = SKIPPED_REPORT
+                       ) -> tuple[dict[str, Split], list[Problem]]:
     """Write the downscaled set of ``source.splits`` (train and test, or an external
     set's test split alone) into the (new, empty) folder ``out``.
 
     Returns the splits as written and every input left out (ungradable photos among
     them, which never stop the stage). With ``stop``, any problem raises
-    ``DataError`` and ``out`` should be discarded by the caller.
+    ``DataError`` (naming ``report``, where ``skip`` would list them) and ``out``
+    should be discarded by the caller.
     """
-    stop_on(source.problems, on_bad_input)
+    stop_on(source.problems, on_bad_input, report)
     splits, problems = missing_files(source, source.splits)
-    stop_on(problems, on_bad_input)
+    stop_on(problems, on_bad_input, report)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for mode, split in splits.items():
@@ -82,7 +84,7 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
                                     preprocess)
         written[mode] = split.subset(np.array(kept, dtype=np.int64))
         problems += failed
-    stop_on(problems, on_bad_input)
+    stop_on(problems, on_bad_input, report)
     for mode, split in written.items():
         if len(split) == 0:
             raise DataError(f"{source.image_folder}: no usable {mode} images left after "
