@@ -35,6 +35,8 @@ AUGMENTATIONS = ("flips", "field")
 LR_SCHEDULES = ("constant", "cosine")
 OPTIMIZERS = ("sgd", "nesterov", "adamw")
 EXTERNAL_SPLITS = ("all", "test")
+# each external.split in words, as the stages and reports say it
+EXTERNAL_SPLIT_TEXT = {"all": "every gradable image", "test": "its test split"}
 # The ImageNet weights torchvision has for each architecture (a test keeps this equal
 # to torchvision's own list), so that params.yaml is checked without importing torch.
 WEIGHT_NAMES = {"resnet18": ("IMAGENET1K_V1",), "resnet50": ("IMAGENET1K_V1", "IMAGENET1K_V2")}

@@ -15,13 +15,10 @@ from retino.atomic import atomic_path, write_text
 from retino.data.checks import report_csv
 from retino.data.downscale import left_out_lines, prepare_downscaled
 from retino.data.sources import EXTERNAL_MODE, read_external, source_folder
-from retino.params import SOURCES, load_params
+from retino.params import EXTERNAL_SPLIT_TEXT, SOURCES, load_params
 from retino.pool import default_workers
 from retino.progress import console, counting
 from retino.stage import run_stage, stage_parser
-
-CHOSEN = {"all": "every gradable image", "test": "its test split"}
-
 
 def main() -> None:
     parser = stage_parser(__doc__)
@@ -43,7 +40,7 @@ def main() -> None:
                                              str(args.skipped_out))
     write_text(args.skipped_out, report_csv(skipped))
     console.print(f"external set {args.source} ({folder}): {len(splits[EXTERNAL_MODE])} "
-                  f"images ({CHOSEN[split]}) at {data.image_size} px, data.preprocess "
+                  f"images ({EXTERNAL_SPLIT_TEXT[split]}) at {data.image_size} px, data.preprocess "
                   f"{data.preprocess}, {workers} workers -> {args.out}")
     for line in left_out_lines(source, skipped, args.skipped_out):
         console.print(line)

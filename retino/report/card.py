@@ -14,8 +14,9 @@ import subprocess
 from pathlib import Path
 
 from retino.grading import GRADES
-from retino.report.comparison import (SPLIT_TEXT, ModelResult, drop_text, external_folder,
-                                      number_text, resampled, verdict_text, with_interval)
+from retino.params import EXTERNAL_SPLIT_TEXT
+from retino.report.comparison import (ModelResult, drop_text, external_folder, number_text,
+                                      resampled, verdict_text, with_interval)
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
 LIMITS_SYNTHETIC = (
@@ -172,7 +173,7 @@ def _external_lines(result: ModelResult, left_out: int | None) -> list[str]:
     report = f"`{external_folder(Path('metrics'), source)}/skipped_inputs.csv`"
     left = ("" if left_out is None else "; nothing left out" if not left_out else
             f"; {left_out} input(s) left out (ungradable or bad), listed in {report}")
-    return [f"Tested on `{source}`: {SPLIT_TEXT[external['split']]}, "
+    return [f"Tested on `{source}`: {EXTERNAL_SPLIT_TEXT[external['split']]}, "
             f"{external['test_images']} images{left}. Downscaled and preprocessed as the "
             "training data, normalised with the model's own statistics, graded at its own "
             "cut-points and operating points (fitted on its validation split, never on this "

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from retino.grading import LearnedNothing, learned_nothing_text
-from retino.params import ARCHS, INITS, run_code, run_name
+from retino.params import ARCHS, EXTERNAL_SPLIT_TEXT, INITS, run_code, run_name
 from retino.progress import console, print_table
 
 # the figures of each model in metrics/compare.json, in the order DVC lists its columns,
@@ -200,7 +200,6 @@ def verdict_text(result: ModelResult) -> str | None:
 
 EXTERNAL_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
                     "ref. AUC", "in-domain QWK", "QWK change")
-SPLIT_TEXT = {"all": "every gradable image", "test": "its test split"}
 
 
 def external_rows(results: list[ModelResult]) -> list[list[str]]:
@@ -239,7 +238,7 @@ def drop_text(in_domain: dict, external: dict) -> str:
 
 def external_title(results: list[ModelResult]) -> str:
     first = results[0].external
-    return (f"external set {first['source']}, {SPLIT_TEXT[first['split']]}: "
+    return (f"external set {first['source']}, {EXTERNAL_SPLIT_TEXT[first['split']]}: "
             f"{first['test_images']} images (majority baseline {first['baseline_acc']:.1f} %); "
             f"[95 % interval, {first['resampled']} resampled]")
 
