@@ -14,7 +14,8 @@ from retino.atomic import atomic_path, write_text
 from retino.data.checks import report_csv
 from retino.data.downscale import left_out_lines, prepare_downscaled
 from retino.data.sources import read_source, source_folder
-from retino.data.splits import patient_leakage
+from retino.data.layout import VALIDATION
+from retino.data.splits import patient_leakage, seen_in_training
 from retino.params import load_params
 from retino.pool import default_workers
 from retino.progress import console, counting
@@ -38,12 +39,16 @@ def main() -> None:
         splits, skipped = prepare_downscaled(source, out, data.image_size, workers,
                                              data.on_bad_input, tick, data.preprocess)
     write_text(args.skipped_out, report_csv(skipped))
-    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    leaked = patient_leakage(seen_in_training(splits), splits["test"].names)
     made_here = "by patient" if leaked is not None else "per image"
-    console.print(f"{data.source} ({folder}): {len(splits['train'])} train and "
-                  f"{len(splits['test'])} test images at {data.image_size} px, "
+    counts = " and ".join(f"{len(split)} {mode}" for mode, split in splits.items())
+    console.print(f"{data.source} ({folder}): {counts} images at {data.image_size} px, "
                   f"{workers} workers -> {args.out}; "
                   + (f"split made here {made_here}" if source.resplit else "split as given"))
+    if VALIDATION in splits:
+        console.print(f"validation: the source's own {VALIDATION} split "
+                      f"({len(splits[VALIDATION])} images); the train stages choose their "
+                      "epoch on it instead of holding out train patients")
     for line in left_out_lines(source, skipped, args.skipped_out):
         console.print(line)
     if leaked is None:

@@ -31,7 +31,7 @@ from retino.train.checkpoints import save_checkpoint
 from retino.train.device import check_compile, configure_backends, resolve_device
 from retino.train.fit import (TrainingState, TrainResult, fit, history_rows,
                               training_verdict, validation_decisions)
-from retino.train.inputs import load_stats, load_train_data
+from retino.train.inputs import load_stats, load_train_data, validation_text
 from retino.train.models import build_model, weights_enum, weights_source
 from retino.train.recipe import train_settings
 from retino.train.resume import (ResumeFile, RunIdentity, code_digests, data_digest,
@@ -89,7 +89,8 @@ def main() -> None:
     settings = train_settings(train, arch, init, params.compute.loader_workers,
                               stats.class_weights, params.compute.compile)
     console.print(f"[bold]{run_name(arch, init)}[/] on {device}: {len(data.fit)} fit, "
-                  f"{len(data.validation)} validation, {len(data.test)} test images")
+                  f"{len(data.validation)} validation ({validation_text(data)}), "
+                  f"{len(data.test)} test images")
     recorded = params.recorded()
     weights_file = (weights_source(arch, arch_params.imagenet_weights, arch_params.weights_file)
                     if pretrained else None)
@@ -117,6 +118,7 @@ def main() -> None:
                         phase=best.phase, image_size=stats.image_size,
                         preprocess=stats.preprocess, mean=list(stats.mean),
                         std=list(stats.std), weighted_loss=train.weighted_loss,
+                        validation_split=validation_text(data),
                         params=recorded, history=history_rows(result.history), **decisions)
     resume.remove()
     console.print(f"[bold]{run_name(arch, init)}[/] done in {time.perf_counter() - started:.0f} s:"

@@ -7,6 +7,7 @@
         train_img.csv   one image name per row, no extension, NO header row
         train_label.csv one grade 0-4 per row, same order
         test_img.csv, test_label.csv
+        val_img.csv, val_label.csv      optional: the user's own validation split
 
 The lab's skeleton read these with ``pd.read_csv(path)``, which takes the first row
 for a header and silently drops one image per split (hence the famous 28,099 /
@@ -28,9 +29,13 @@ from retino.data.checks import Problem, stop_on
 from retino.errors import DataError
 from retino.grading import NUM_CLASS
 
-MODES = ("train", "test")
+MODES = ("train", "test")  # the splits every set has
+VALIDATION = "val"  # a split a set may bring: the user's own validation images
+SPLIT_ORDER = ("train", VALIDATION, "test")  # how sets list and write their splits
+EXTERNAL_MODE = "test"  # an external set is written as one split, read as a test split
 # EyePACS names a photo <patient>_<left|right>; patient-level splits depend on it
 EYE_NAME = re.compile(r".+_(left|right)")
+QUALIFIER = ":"  # a set that restarts its numbering per split: <split>:<name>
 IMAGE_FOLDER = "data"
 IMAGE_SUFFIX = ".jpeg"
 
@@ -56,9 +61,15 @@ class Split:
                      np.concatenate([split.labels for split in splits]).astype(np.int64))
 
 
+def plain_name(name: str) -> str:
+    """A photo's name without the split that a set with repeated numbers puts before it
+    (``test:IDRiD_001`` -> ``IDRiD_001``; see ``retino.data.public_sets``)."""
+    return name.rpartition(QUALIFIER)[2]
+
+
 def csv_paths(folder: str | Path, mode: str) -> tuple[Path, Path]:
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}: choose train or test")
+    if mode not in SPLIT_ORDER:
+        raise ValueError(f"unknown mode {mode!r}: choose train, val or test")
     folder = Path(folder)
     return folder / f"{mode}_img.csv", folder / f"{mode}_label.csv"
 
@@ -80,6 +91,19 @@ def _read_column(path: Path) -> list[str]:
     return [value.strip() for value in frame[0].tolist()]
 
 
+INTEGRAL = re.compile(r"\d+(\.0+)?")  # 2, or 2.0 as a column with a gap is exported
+
+
+def grade_of(cell: str) -> int | None:
+    """The grade a label cell holds: an integer 0-4, written ``2`` or as the integral
+    float ``2.0`` (pandas writes a whole column so when one cell of it is empty);
+    None for anything else (``2.5``, ``x``, ``-1``, ``7``)."""
+    if not INTEGRAL.fullmatch(cell):
+        return None
+    grade = int(float(cell))
+    return grade if grade < NUM_CLASS else None
+
+
 def check_rows(names: list[str], values: list[str], name_file: Path, label_file: Path,
                row_numbers: Sequence[int] | None = None, eye_names: bool = True
                ) -> tuple[Split, list[Problem]]:
@@ -88,7 +112,7 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
     A row is unusable when its name is empty, points outside the image folder, is
     not ``<patient>_<left|right>`` (with ``eye_names``: the EyePACS sources, whose
     patient-level splits need it) or repeats an earlier row, or when its label is
-    not an integer grade 0-4.
+    not a grade 0-4 (``grade_of``).
     ``row_numbers`` are the rows' numbers in the file (default 1, 2, ...).
     """
     row_numbers = row_numbers or range(1, len(names) + 1)
@@ -107,12 +131,12 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
         elif name in seen:
             problems.append(Problem(str(name_file), row, f"duplicate image name {name!r} "
                                     f"(first at row {seen[name]})"))
-        elif not value.isdigit() or int(value) >= NUM_CLASS:
+        elif grade_of(value) is None:
             problems.append(Problem(str(label_file), row, f"label {value!r} is not a grade; "
                                     f"allowed: integers 0-{NUM_CLASS - 1}"))
         else:
             kept_names.append(name)
-            kept_labels.append(int(value))
+            kept_labels.append(grade_of(value))
         seen.setdefault(name, row)
     return Split(kept_names, np.array(kept_labels, dtype=np.int64)), problems
 
@@ -152,24 +176,33 @@ def write_split(folder: str | Path, mode: str, split: Split) -> None:
 
 def drop_shared_names(splits: dict[str, Split], folder: str | Path
                       ) -> tuple[dict[str, Split], list[Problem]]:
-    """Test rows whose image is also listed for train are problems (and left out)."""
-    train = set(splits["train"].names)
-    test = splits["test"]
-    shared = [i for i, name in enumerate(test.names) if name in train]
-    if not shared:
-        return splits, []
-    img_csv = csv_paths(folder, "test")[0]
-    problems = [Problem(str(img_csv), None, f"image {test.names[i]!r} is also in the train "
-                        "CSVs; an image belongs to one split") for i in shared]
-    keep = np.setdiff1d(np.arange(len(test)), shared)
-    return {**splits, "test": test.subset(keep)}, problems
+    """Rows whose image an earlier split (in ``SPLIT_ORDER``) already lists are problems
+    (and left out): an image belongs to one split."""
+    kept, problems, earlier = {}, [], {}
+    for mode in [m for m in SPLIT_ORDER if m in splits]:
+        split = splits[mode]
+        shared = [i for i, name in enumerate(split.names) if name in earlier]
+        img_csv = csv_paths(folder, mode)[0]
+        problems += [Problem(str(img_csv), None, f"image {split.names[i]!r} is also in the "
+                             f"{earlier[split.names[i]]} CSVs; an image belongs to one split")
+                     for i in shared]
+        kept[mode] = split.subset(np.setdiff1d(np.arange(len(split)), shared))
+        earlier.update((name, mode) for name in split.names if name not in earlier)
+    return kept, problems
+
+
+def given_modes(folder: str | Path) -> tuple[str, ...]:
+    """The splits a lab-layout folder lists: train and test, and val where its two CSVs
+    are there."""
+    has_validation = all(path.is_file() for path in csv_paths(folder, VALIDATION))
+    return tuple(m for m in SPLIT_ORDER if m in MODES or has_validation)
 
 
 def read_layout_rows(folder: str | Path, eye_names: bool = True
                      ) -> tuple[dict[str, Split], list[Problem]]:
-    """Both splits of a lab-layout folder: usable rows and every problem found."""
+    """Every split of a lab-layout folder: usable rows and every problem found."""
     splits, problems = {}, []
-    for mode in MODES:
+    for mode in given_modes(folder):
         splits[mode], found = read_split_rows(folder, mode, eye_names)
         problems += found
     splits, shared = drop_shared_names(splits, folder)
@@ -177,7 +210,8 @@ def read_layout_rows(folder: str | Path, eye_names: bool = True
 
 
 def read_layout(folder: str | Path, eye_names: bool = True) -> dict[str, Split]:
-    """Both splits of a lab-layout folder; any bad row is an error. ``eye_names``: as
+    """Every split of a lab-layout folder (train, test, and val where given); any bad
+    row is an error. ``eye_names``: as
     in ``check_rows`` (False for the downscaled set, whose names come from any source)."""
     splits, problems = read_layout_rows(folder, eye_names)
     stop_on(problems, "stop")

@@ -20,14 +20,16 @@ patient, so the splits are per image and the leakage of a split is unknown.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from retino.data.checks import Problem
-from retino.data.layout import MODES, Split, check_rows
+from retino.data.layout import (EYE_NAME, MODES, QUALIFIER, SPLIT_ORDER, VALIDATION, Split,
+                                check_rows, grade_of)
 from retino.errors import DataError
 from retino.grading import NUM_CLASS
 
@@ -38,8 +40,8 @@ class LabelTable:
 
     csv: str  # inside data/<source>
     images: str  # the photos' folder inside data/<source>
-    name_column: str
-    grade_column: str
+    # (name column, grade column) of each header the set is found with, first = usual
+    headers: tuple[tuple[str, str], ...]
     suffix: str  # added to a name cell to make its file name ("" when the cell has it)
     split: str | None = None  # the set's own split of these rows; None: split here
     gradable_column: str | None = None  # 0 there: an ungradable photo, left out
@@ -48,23 +50,27 @@ class LabelTable:
 IDRID = "B. Disease Grading"
 LABEL_TABLES: dict[str, tuple[LabelTable, ...]] = {
     # APTOS 2019 Blindness Detection (Kaggle): only train.csv is labelled
-    "aptos": (LabelTable("train.csv", "train_images", "id_code", "diagnosis", ".png"),),
-    # Messidor-2 with the adjudicated grades Google published (Krause et al. 2018)
-    "messidor2": (LabelTable("messidor_data.csv", "IMAGES", "image_id",
-                             "adjudicated_dr_grade", "",
-                             gradable_column="adjudicated_gradable"),),
-    # IDRiD, disease grading part, with its own train/test split
+    "aptos": (LabelTable("train.csv", "train_images", (("id_code", "diagnosis"),), ".png"),),
+    # Messidor-2 with the adjudicated grades Google published (Krause et al. 2018); a
+    # public copy renames the two columns as APTOS names them
+    "messidor2": (LabelTable("messidor_data.csv", "IMAGES",
+                             (("image_id", "adjudicated_dr_grade"), ("id_code", "diagnosis")),
+                             "", gradable_column="adjudicated_gradable"),),
+    # IDRiD, disease grading part, with its own train/test split (each numbered from 001)
     "idrid": (
         LabelTable(f"{IDRID}/2. Groundtruths/a. IDRiD_Disease Grading_Training Labels.csv",
-                   f"{IDRID}/1. Original Images/a. Training Set", "Image name",
-                   "Retinopathy grade", ".jpg", split="train"),
+                   f"{IDRID}/1. Original Images/a. Training Set",
+                   (("Image name", "Retinopathy grade"),), ".jpg", split="train"),
         LabelTable(f"{IDRID}/2. Groundtruths/b. IDRiD_Disease Grading_Testing Labels.csv",
-                   f"{IDRID}/1. Original Images/b. Testing Set", "Image name",
-                   "Retinopathy grade", ".jpg", split="test")),
+                   f"{IDRID}/1. Original Images/b. Testing Set",
+                   (("Image name", "Retinopathy grade"),), ".jpg", split="test")),
 }
 # the grade subfolders of an ImageFolder tree: digits, or the names common on Kaggle
 GRADE_FOLDERS = {**{str(g): g for g in range(NUM_CLASS)},
                  "No_DR": 0, "Mild": 1, "Moderate": 2, "Severe": 3, "Proliferate_DR": 4}
+# the split folders of an ImageFolder tree, and the split each one is
+SPLIT_FOLDERS = {"train": "train", "test": "test", VALIDATION: VALIDATION,
+                 "valid": VALIDATION, "validation": VALIDATION}
 
 
 @dataclass
@@ -72,19 +78,26 @@ class PublicRows:
     """What a public set's files list: usable rows, each with its photo and its own
     split (None: the set has none), the problems, and the photos left out on purpose."""
 
-    names: list[str]
-    grades: list[int]
-    photos: list[Path]
-    splits: list[str | None]
-    problems: list[Problem]
-    excluded: list[Problem]  # ungradable photos: left out, never a reason to stop
+    names: list[str] = field(default_factory=list)
+    grades: list[int] = field(default_factory=list)
+    photos: list[Path] = field(default_factory=list)
+    splits: list[str | None] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    excluded: list[Problem] = field(default_factory=list)  # ungradable: never a reason to stop
+
+    def add(self, name: str, grade: int, photo: Path, split: str | None) -> None:
+        self.names.append(name)
+        self.grades.append(grade)
+        self.photos.append(photo)
+        self.splits.append(split)
 
     def split_given(self) -> dict[str, Split] | None:
-        """The set's own train/test split, or None when it has none."""
+        """The set's own splits (train, test, and val where it has one), or None when it
+        has none."""
         if not self.names or any(split is None for split in self.splits):
             return None
         return {mode: self.subset([i for i, s in enumerate(self.splits) if s == mode])
-                for mode in MODES}
+                for mode in SPLIT_ORDER if mode in self.splits or mode in MODES}
 
     def everything(self) -> Split:
         return Split(list(self.names), np.array(self.grades, dtype=np.int64))
@@ -96,22 +109,24 @@ class PublicRows:
         return dict(zip(self.names, self.photos))
 
 
-def _header_index(header: list[str], table: LabelTable, path: Path) -> dict[str, int]:
-    """Column positions of the table's columns; names match without surrounding spaces
-    (IDRiD's header has a trailing one)."""
+def _header_index(header: list[str], table: LabelTable, path: Path) -> dict[str, str]:
+    """Which cell of a row holds what: ``{"name": i, "grade": j, "gradable": k}`` for the
+    first of the table's headers that ``header`` has; names match without surrounding
+    spaces (IDRiD's header has a trailing one in some copies)."""
     cells = [cell.strip() for cell in header]
-    wanted = [table.name_column, table.grade_column] + (
-        [table.gradable_column] if table.gradable_column else [])
-    missing = [column for column in wanted if column not in cells]
-    if missing:
-        raise DataError(f"{path} row 1: expected a header with the columns "
-                        f"{', '.join(wanted)}; missing {', '.join(missing)} (found "
-                        f"{', '.join(cells) or 'nothing'})")
-    return {column: cells.index(column) for column in wanted}
+    gradable = (table.gradable_column,) if table.gradable_column else ()
+    for name, grade in table.headers:
+        if all(column in cells for column in (name, grade, *gradable)):
+            roles = {"name": name, "grade": grade, **({"gradable": gradable[0]}
+                                                       if gradable else {})}
+            return {role: cells.index(column) for role, column in roles.items()}
+    wanted = " or ".join(", ".join((*columns, *gradable)) for columns in table.headers)
+    raise DataError(f"{path} row 1: expected a header with the columns {wanted} (found "
+                    f"{', '.join(cells) or 'nothing'})")
 
 
 def _table_rows(table: LabelTable, folder: Path) -> list[tuple[int, dict[str, str]]]:
-    """(row number, {column: cell}) of every non-blank row below the header."""
+    """(row number, {role: cell}) of every non-blank row below the header."""
     path = folder / table.csv
     if not path.is_file():
         raise DataError(f"{path}: file not found; see README 'Real data' for the layout "
@@ -125,8 +140,8 @@ def _table_rows(table: LabelTable, folder: Path) -> list[tuple[int, dict[str, st
     for number, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue  # blank lines and the trailing ",,," rows some exports have
-        found.append((number, {column: row[i].strip() if i < len(row) else ""
-                               for column, i in index.items()}))
+        found.append((number, {role: row[i].strip() if i < len(row) else ""
+                               for role, i in index.items()}))
     if not found:
         raise DataError(f"{path}: no photos listed below the header")
     return found
@@ -134,31 +149,99 @@ def _table_rows(table: LabelTable, folder: Path) -> list[tuple[int, dict[str, st
 
 def read_label_tables(source: str, folder: Path) -> PublicRows:
     """Every labels CSV of ``source`` (a key of ``LABEL_TABLES``) under ``folder``."""
-    rows = PublicRows([], [], [], [], [], [])
+    rows = PublicRows()
     for table in LABEL_TABLES[source]:
-        path = folder / table.csv
-        names, grades, numbers, files = [], [], [], []
-        for number, cells in _table_rows(table, folder):
-            if table.gradable_column and cells[table.gradable_column] == "0":
-                rows.excluded.append(Problem(str(path), number, f"ungradable "
-                                             f"({table.gradable_column} 0): left out"))
-                continue
-            names.append(_name_of(cells[table.name_column], table.suffix))
-            files.append(cells[table.name_column] + table.suffix)
-            grades.append(cells[table.grade_column])
-            numbers.append(number)
-        split, problems = check_rows(names, grades, path, path, row_numbers=numbers,
-                                     eye_names=False)
-        split, repeated = _new_names_only(split, set(rows.names), path)
-        rows.problems += problems + repeated
-        by_name = dict(zip(names, files))
-        rows.names += split.names
-        rows.grades += [int(g) for g in split.labels]
-        rows.photos += [folder / table.images / by_name[name] for name in split.names]
-        rows.splits += [table.split] * len(split)
+        _read_label_table(table, folder, rows)
     if not rows.names and not rows.problems:
         raise DataError(f"{folder}: every photo listed is ungradable; nothing to use")
-    return rows
+    return names_unique_in_set(rows)
+
+
+def _read_label_table(table: LabelTable, folder: Path, rows: PublicRows) -> None:
+    """Add the usable rows of one labels CSV to ``rows``, its problems and the
+    ungradable photos it lists."""
+    path, photos = folder / table.csv, PhotoFolder(folder / table.images)
+    names, grades, numbers, files = [], [], [], []
+    for number, cells in _table_rows(table, folder):
+        if "gradable" in cells and grade_of(cells["gradable"]) == 0:
+            rows.excluded.append(Problem(str(path), number, f"ungradable "
+                                         f"({table.gradable_column} 0): left out"))
+            continue
+        names.append(_name_of(cells["name"], table.suffix))
+        files.append(cells["name"] + table.suffix)
+        grades.append(cells["grade"])
+        numbers.append(number)
+    split, problems = check_rows(names, grades, path, path, row_numbers=numbers,
+                                 eye_names=False)
+    same_split = {n for n, s in zip(rows.names, rows.splits) if s == table.split}
+    split, repeated = _new_names_only(split, same_split, path)
+    rows.problems += problems + repeated
+    by_name = dict(zip(names, zip(files, numbers)))
+    for name, grade in zip(split.names, split.labels):
+        file, number = by_name[name]
+        photo, problem = photos.find(file)
+        if problem:
+            rows.problems.append(Problem(str(path), number, problem))
+        else:
+            rows.add(name, int(grade), photo, table.split)
+
+
+class PhotoFolder:
+    """The files of one photo folder, found by name with the extension's case free
+    (``IM000001.JPG`` listed, ``IM000001.jpg`` on disk): distributors' labels files and
+    photos do not always agree on it."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._by_key: dict[str, list[str]] = {}
+        if folder.is_dir():
+            for entry in os.scandir(folder):
+                self._by_key.setdefault(_case_free(entry.name), []).append(entry.name)
+
+    def find(self, file: str) -> tuple[Path, str | None]:
+        """(the photo's path, None), or (the listed path, the problem) when two files
+        differ only by the case of the extension. A photo not there keeps the listed
+        path: downscaling reports it missing."""
+        found = sorted(self._by_key.get(_case_free(file), []))
+        if len(found) > 1:
+            return self.folder / file, (f"{' and '.join(found)} in {self.folder} differ only "
+                                        "by the case of the extension: keep one")
+        return self.folder / (found[0] if found else file), None
+
+
+def _case_free(file: str) -> str:
+    """A file name with its extension in lower case (the stem as it is)."""
+    stem, dot, suffix = file.rpartition(".")
+    return f"{stem}.{suffix.lower()}" if dot else file
+
+
+def names_unique_in_set(rows: PublicRows) -> PublicRows:
+    """``rows`` with one name per photo across the set's own splits.
+
+    Within a split a repeated name is already a problem. Across splits a name may
+    repeat for two reasons: an EyePACS name (``10_left``) names one eye of one
+    patient, so a second listing is the same photo in two splits, a problem (the
+    later one is left out, as the lab layout's); any other name is a number a set may
+    restart in each split (IDRiD numbers its training photos ``IDRiD_001`` to
+    ``IDRiD_413`` and its testing photos again from ``IDRiD_001``), so every name of
+    such a set is prefixed with its split: ``train:IDRiD_001``, ``test:IDRiD_001``."""
+    first: dict[str, int] = {}
+    keep = []
+    for index, name in enumerate(rows.names):
+        if name not in first:
+            first[name] = index
+        elif EYE_NAME.fullmatch(name):
+            rows.problems.append(Problem(str(rows.photos[index]), None, f"image {name!r} is "
+                                         f"also in the {rows.splits[first[name]]} split; an "
+                                         "image belongs to one split"))
+            continue
+        keep.append(index)
+    renumbered = len({rows.names[i] for i in keep}) < len(keep)
+    kept = PublicRows(problems=rows.problems, excluded=rows.excluded)
+    for i in keep:
+        name = f"{rows.splits[i]}{QUALIFIER}{rows.names[i]}" if renumbered else rows.names[i]
+        kept.add(name, rows.grades[i], rows.photos[i], rows.splits[i])
+    return kept
 
 
 def _name_of(cell: str, suffix: str) -> str:
@@ -173,7 +256,7 @@ def _name_of(cell: str, suffix: str) -> str:
 
 def _new_names_only(split: Split, earlier: set[str], path: Path
                     ) -> tuple[Split, list[Problem]]:
-    """``split`` without the names an earlier labels file of the same set listed, and a
+    """``split`` without the names an earlier labels file of the same split listed, and a
     problem for each of those."""
     repeated = [i for i, name in enumerate(split.names) if name in earlier]
     problems = [Problem(str(path), None, f"image name {split.names[i]!r} is also listed by "
@@ -190,23 +273,45 @@ def image_suffixes() -> set[str]:
 
 def read_image_folders(folder: Path) -> PublicRows:
     """An ``ImageFolder`` tree: ``<grade>/<photo>`` (one tree, split here) or
-    ``train/<grade>/<photo>`` and ``test/<grade>/<photo>`` (the user's own split)."""
-    given = [mode for mode in MODES if (folder / mode).is_dir()]
-    if given and len(given) != len(MODES):
-        raise DataError(f"{folder}: has {given[0]}/ but no "
-                        f"{[m for m in MODES if m not in given][0]}/; give both (the "
-                        "user's split) or neither (one tree of grade folders, split here)")
-    rows = PublicRows([], [], [], [], [], [])
-    for mode in given or [None]:
-        _read_grade_folders(folder / mode if mode else folder, mode, rows)
+    ``train/<grade>/<photo>`` and ``test/<grade>/<photo>``, with ``val/`` (or
+    ``valid/``, ``validation/``) beside them when the user has a validation split."""
+    splits = _split_folders(folder)
+    rows = PublicRows()
+    for entry, mode in splits.items() or [(None, None)]:
+        _read_grade_folders(folder / entry if entry else folder, mode, rows)
     if not rows.names and not rows.problems:
         raise DataError(f"{folder}: no photos found; expected subfolders "
                         f"{', '.join(sorted(GRADE_FOLDERS))} holding the photos of each grade")
-    return rows
+    return names_unique_in_set(rows)
+
+
+def _split_folders(folder: Path) -> dict[str, str]:
+    """``{folder name: split}`` of a tree split by the user (empty for one tree of grade
+    folders); any other folder beside the split folders stops, naming it."""
+    entries = [e for e in sorted(folder.iterdir()) if e.is_dir() and not e.name.startswith(".")]
+    splits = dict(sorted(((e.name, SPLIT_FOLDERS[e.name]) for e in entries
+                          if e.name in SPLIT_FOLDERS), key=lambda i: SPLIT_ORDER.index(i[1])))
+    if not splits:
+        return {}
+    missing = [mode for mode in MODES if mode not in splits.values()]
+    if missing:
+        raise DataError(f"{folder}: has {next(iter(splits))}/ but no {missing[0]}/; give "
+                        "train/ and test/ (the user's split, with val/ if you have one) or "
+                        "none of them (one tree of grade folders, split here)")
+    other = [e.name for e in entries if e.name not in SPLIT_FOLDERS]
+    if other:
+        raise DataError(f"{folder / other[0]}: a folder beside the split folders "
+                        f"{', '.join(f'{name}/' for name in splits)}; the split folders are "
+                        f"{', '.join(f'{name}/' for name in SPLIT_FOLDERS)} (move it out)")
+    validation = [name for name, mode in splits.items() if mode == VALIDATION]
+    if len(validation) > 1:
+        raise DataError(f"{folder}: has {' and '.join(f'{n}/' for n in validation)}; one "
+                        "validation folder, please")
+    return splits
 
 
 def _read_grade_folders(tree: Path, mode: str | None, rows: PublicRows) -> None:
-    suffixes, seen = image_suffixes(), set(rows.names)
+    suffixes, seen = image_suffixes(), set()
     for entry in sorted(tree.iterdir()):
         if entry.name.startswith("."):
             continue
@@ -226,7 +331,4 @@ def _read_grade_folders(tree: Path, mode: str | None, rows: PublicRows) -> None:
                                              "photo each)"))
             else:
                 seen.add(photo.stem)
-                rows.names.append(photo.stem)
-                rows.grades.append(GRADE_FOLDERS[entry.name])
-                rows.photos.append(photo)
-                rows.splits.append(mode)
+                rows.add(photo.stem, GRADE_FOLDERS[entry.name], photo, mode)

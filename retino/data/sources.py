@@ -25,9 +25,10 @@ import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 
 from retino.data.checks import Problem
-from retino.data.layout import (IMAGE_FOLDER, MODES, Split, check_rows, image_path,
+from retino.data.layout import (EXTERNAL_MODE, IMAGE_FOLDER, Split, check_rows, image_path,
                                 read_layout_rows)
 from retino.data.public_sets import LABEL_TABLES, read_image_folders, read_label_tables
 from retino.data.splits import patient_split
@@ -51,6 +52,17 @@ def missing_folders(data_source: str, external: tuple[str, ...]) -> list[str]:
     return [f"{key} = {source!r}: {source_folder(source)}/ not found; see README 'Real "
             "data' for what goes there" for key, source in named
             if source != "synthetic" and not source_folder(source).is_dir()]
+
+
+def external_split_problems(external: tuple[str, ...], split: str) -> list[str]:
+    """``external.split: test`` with an external set that has no test split of its own,
+    in words."""
+    if split != "test":
+        return []
+    return [f"external.split = 'test' with external.source = [{source}]: {source} has no "
+            "test split of its own (the test split is the set's, never one drawn here with "
+            "the training data's params); use external.split: all"
+            for source in external if not has_own_test_split(source)]
 
 
 @dataclass(frozen=True)
@@ -108,24 +120,36 @@ def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
         return SourceData(folder / KAGGLE_IMAGES, splits, problems, resplit=True)
     splits, problems = read_layout_rows(folder)
     if resplit:
-        everything = Split.joined([splits[mode] for mode in MODES])
+        everything = Split.joined(list(splits.values()))
         splits = patient_split(everything.names, everything.labels, test_fraction, seed)
     return SourceData(folder / IMAGE_FOLDER, splits, problems, resplit=resplit)
 
 
-EXTERNAL_MODE = "test"  # an external set is written as one split, read as a test split
-
-
-def read_external(source: str, folder: Path, split: str, test_fraction: float, seed: int
-                  ) -> SourceData:
+def read_external(source: str, folder: Path, split: str) -> SourceData:
     """``source`` as an external test set (``external.split``): every usable image
-    (``all``) or its test split (``test``: the set's own, or one made here as for
-    training, with ``data.resplit_test_fraction`` and ``data.split_seed``), as the one
-    split ``EXTERNAL_MODE``."""
-    data = read_source(source, folder, False, test_fraction, seed)
+    (``all``) or the set's own test split (``test``; a set without one stops), as the
+    one split ``EXTERNAL_MODE``, in the order of the names: nothing of the training
+    data's params (its split seed, its test fraction) decides which images or in what
+    order."""
+    data = read_source(source, folder, False, 0.5, 0)  # a split drawn here is not used
+    if split == "test" and data.resplit:
+        raise DataError(f"{folder}: external.split = 'test' takes the set's own test split, "
+                        f"and {source} has none; use external.split: all")
     chosen = (data.splits["test"] if split == "test"
-              else Split.joined([data.splits[mode] for mode in MODES]))
-    return replace(data, splits={EXTERNAL_MODE: chosen})
+              else Split.joined(list(data.splits.values())))
+    return replace(data, splits={EXTERNAL_MODE: chosen.subset(np.argsort(chosen.names,
+                                                                          kind="stable"))})
+
+
+OWN_TEST_SPLIT = ("synthetic", "lab", "idrid")  # always; a folders tree with train/ and test/
+
+
+def has_own_test_split(source: str) -> bool:
+    """Whether ``source`` brings a test split of its own (``external.split: test`` takes
+    it): ``OWN_TEST_SPLIT``, or a ``folders`` tree with ``train/`` and ``test/``."""
+    if source == "folders":
+        return (source_folder(source) / "test").is_dir()
+    return source in OWN_TEST_SPLIT
 
 
 def read_public_set(source: str, folder: Path, resplit: bool, test_fraction: float,

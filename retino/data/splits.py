@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from retino.data.layout import EYE_NAME, Split
+from retino.data.layout import EYE_NAME, VALIDATION, Split
 from retino.grading import NUM_CLASS
 
 # The test split made here draws from its own stream of data.split_seed, apart from
@@ -69,6 +69,13 @@ def patient_split(names: list[str], labels: np.ndarray, test_fraction: float, se
     train, test = patient_holdout(names, labels, test_fraction, rng)
     everything = Split(list(names), np.asarray(labels, dtype=np.int64))
     return {"train": everything.subset(train), "test": everything.subset(test)}
+
+
+def seen_in_training(splits: dict[str, Split]) -> list[str]:
+    """The names a run learns from or chooses its epoch on: the train split, and the val
+    split where the set has one."""
+    return [name for mode in ("train", VALIDATION) for name in
+            (splits[mode].names if mode in splits else [])]
 
 
 def patient_leakage(train_names: list[str], test_names: list[str]) -> int | None:

@@ -23,8 +23,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from retino.data.layout import Split
-from retino.data.splits import patient_leakage
+from retino.data.layout import VALIDATION, Split
+from retino.data.splits import patient_leakage, seen_in_training
 from retino.errors import DataError
 from retino.grading import GRADES, NUM_CLASS, majority_baseline_percent, per_grade
 
@@ -99,6 +99,7 @@ def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: 
         "std": dict(zip(CHANNELS, map(float, std))),
         "train_images": int(counts["train"].sum()),
         "test_images": int(counts["test"].sum()),
+        **({"val_images": int(counts[VALIDATION].sum())} if VALIDATION in counts else {}),
         "class_counts": {mode: per_grade(c, int) for mode, c in counts.items()},
         "class_weights": per_grade(class_weights(counts["train"])),
         "baseline_acc": majority_baseline_percent(splits["test"].labels),
@@ -107,9 +108,9 @@ def stats_document(moments: PixelMoments, splits: dict[str, Split], image_size: 
 
 
 def leakage_document(splits: dict[str, Split]) -> dict:
-    """Test images whose patient's other eye is in train: 0 for a patient-level split,
-    None (unknown) where the image names carry no patient."""
-    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    """Test images whose patient's other eye is in train (or val): 0 for a patient-level
+    split, None (unknown) where the image names carry no patient."""
+    leaked = patient_leakage(seen_in_training(splits), splits["test"].names)
     if leaked is None:
         return {"test_images_with_other_eye_in_train": None,
                 "test_patient_leakage_percent": None}

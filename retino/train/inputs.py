@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from retino.data.arrays import array_path, open_images
-from retino.data.layout import read_split
+from retino.data.layout import VALIDATION, given_modes, read_split
 from retino.data.splits import patient_holdout
 from retino.data.stats import DataStats, load_stats  # noqa: F401  (the stats file is an input)
 from retino.errors import DataError
@@ -180,18 +180,42 @@ class TrainData:
     test: ImageArray
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    validation_given: bool = False  # True: the data's own val split; False: held out here
 
 
 def load_train_data(folder: str | Path, mean: Sequence[float], std: Sequence[float],
                     validation_fraction: float, seed: int) -> TrainData:
-    """Split the downscaled train split by patient into fit and validation; ``seed`` is
-    ``data.split_seed``."""
+    """Fit and validation images: the downscaled set's own val split beside all of its
+    train split, where it has one (a ``folders`` tree's ``val/``); else the train split
+    divided by patient, ``validation_fraction`` of the patients held out, drawn with
+    ``seed`` (``data.split_seed``)."""
     images = ImageArray.from_split(folder, "train")
+    test = ImageArray.from_split(folder, "test")
+    if has_validation_split(folder):
+        return TrainData(fit=images, validation=ImageArray.from_split(folder, VALIDATION),
+                         test=test, mean=tuple(mean), std=tuple(std), validation_given=True)
     kept, held_out = fit_and_validation(images.names, images.labels, validation_fraction,
                                         seed, folder)
     return TrainData(fit=images.subset(kept), validation=images.subset(held_out),
-                     test=ImageArray.from_split(folder, "test"),
-                     mean=tuple(mean), std=tuple(std))
+                     test=test, mean=tuple(mean), std=tuple(std))
+
+
+def validation_text(data: TrainData) -> str:
+    """Where a run's validation images come from, in words (printed and recorded)."""
+    return ("the data's own val split" if data.validation_given
+            else "train patients held out with data.split_seed")
+
+
+def has_validation_split(folder: str | Path) -> bool:
+    """Whether the downscaled set ``folder`` holds a val split of its own."""
+    return VALIDATION in given_modes(folder)
+
+
+def validation_pool(folder: str | Path) -> ImageArray:
+    """The images a run's validation images were taken from: the set's own val split, or
+    its train split (the hold-out)."""
+    return ImageArray.from_split(folder, VALIDATION if has_validation_split(folder)
+                                 else "train")
 
 
 def fit_and_validation(names: list[str], labels: np.ndarray, validation_fraction: float,
