@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from retino.data.stats import class_weights
 from retino.train.augment import (FieldAugmentation, augmented_examples, augmented_pixels,
-                                  field_draws)
+                                  field_draws, sampling_grid_matrices)
 from retino.train.averaging import WeightAverage
 from retino.train.fit import fit
 from retino.train.inputs import ToModel, epoch_generator, load_train_data
@@ -89,6 +90,22 @@ def test_rotation_fills_with_black_not_with_edge_pixels():
     out = augmented_pixels(bright, draws)
     assert (out[0, :, 0, 0] == 0).all() and (out[0, :, -1, -1] == 0).all()  # corners
     assert (out[0, :, SIZE // 2, SIZE // 2] == 200).all()  # an unchanged middle
+
+
+def test_a_rotation_alone_keeps_the_rim_as_bright_as_the_geometry_leaves_it():
+    # failed before: the colour step multiplied the resampled rim by the resampled mask
+    # again, so a pure 45-degree rotation left the rim about 30 % darker
+    images = _eye()
+    draws = _identity_except(field_draws(1, epoch_generator(0, 0, 1)))
+    draws = draws._replace(angle=torch.tensor([45.0], dtype=torch.float64))
+    grid = torch.nn.functional.affine_grid(sampling_grid_matrices(draws).float(),
+                                           [1, 3, SIZE, SIZE], align_corners=False)
+    geometry = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear",
+                                               padding_mode="zeros", align_corners=False)
+    out = augmented_pixels(images, draws)
+    rim = (geometry > 0).any(dim=1) & (geometry < images.float().amax()).all(dim=1)
+    assert rim.sum() > 50  # the blended pixels at the eye's edge are there to compare
+    torch.testing.assert_close(out, geometry, atol=1e-3, rtol=0)
 
 
 def _spot_angle(image: torch.Tensor) -> float:
@@ -272,6 +289,43 @@ def test_label_smoothing_parts_add_up_to_the_weighted_mean():
     criterion = make_criterion([1.0, 2.0, 3.0, 4.0, 5.0], CPU, label_smoothing=0.2)
     total, denominator = criterion.parts(logits, grades)
     torch.testing.assert_close(total / denominator, criterion(logits, grades))
+
+
+# EyePACS' train split (the lab's, FACTS): the weights compute-stats writes for it
+EYEPACS_TRAIN_COUNTS = np.array([20_655, 1_955, 4_210, 698, 581])
+SMOOTHINGS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 0.95, 0.99)  # train.label_smoothing: [0, 1)
+
+
+def _loss_optimal_distribution(criterion, grade: int) -> torch.Tensor:
+    """The softmax of the logits that minimise ``criterion`` for one image of ``grade``."""
+    logits = torch.zeros(1, 5, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], lr=1.0, max_iter=500, tolerance_grad=1e-12,
+                                  tolerance_change=1e-14, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        loss = criterion(logits, torch.tensor([grade]))
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return torch.softmax(logits.detach(), dim=1)[0]
+
+
+@pytest.mark.parametrize("smoothing", SMOOTHINGS)
+def test_weighted_and_smoothed_loss_is_best_at_each_images_own_grade(smoothing):
+    # failed before for every e > 0: PyTorch's cross_entropy(weight=w, label_smoothing=e)
+    # weighs the smoothing term grade by grade, so a grade-0 photo's best output put
+    # P(grade >= 2) at 0.56 (e = 0.1) and made grade 4 its argmax (e = 0.2)
+    weights = class_weights(EYEPACS_TRAIN_COUNTS).tolist()
+    criterion = make_criterion(weights, CPU, label_smoothing=smoothing)
+    criterion.weight = criterion.weight.double()
+    for grade in range(5):
+        best = _loss_optimal_distribution(criterion, grade)
+        assert int(best.argmax()) == grade, (grade, best)
+        if smoothing > 0:  # 1 - e on its grade, e / 5 on every grade: uniform smoothing
+            target = torch.full((5,), smoothing / 5, dtype=torch.float64)
+            target[grade] += 1 - smoothing
+            torch.testing.assert_close(best, target, atol=1e-4, rtol=0)
 
 
 # --- resume ------------------------------------------------------------------------------

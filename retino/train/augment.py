@@ -121,20 +121,26 @@ def _hue_rotations(hue: torch.Tensor) -> torch.Tensor:
 
 def recoloured(pixels: torch.Tensor, eye: torch.Tensor, draws: FieldDraws) -> torch.Tensor:
     """Brightness, contrast, saturation and hue of ``N x 3 x H x W`` pixels (0-255)
-    changed by ``draws``, within the ``eye`` mask (``N x 1 x H x W``, 0-1) only."""
+    changed by ``draws``, within the ``eye`` mask (``N x 1 x H x W``, 0-1) only: each
+    pixel moves from its value towards its recoloured value by the mask's share, all
+    the way inside the eye, not at all outside (black stays black). At the rim the
+    resampling has already blended the eye with the black fill, in the pixels and in
+    the mask alike; multiplying the pixels by the mask again would darken the rim a
+    second time."""
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.to(pixels.dtype).view(-1, 1, 1, 1)
 
     grey_weights = torch.tensor(GREY, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
-    pixels = pixels * per_image(draws.brightness)
-    grey = (pixels * grey_weights).sum(dim=1, keepdim=True)
+    changed = pixels * per_image(draws.brightness)
+    grey = (changed * grey_weights).sum(dim=1, keepdim=True)
     eye_mean = (grey * eye).sum(dim=(2, 3), keepdim=True) / eye.sum(dim=(2, 3),
                                                                       keepdim=True).clamp(min=1)
-    pixels = (pixels - eye_mean) * per_image(draws.contrast) + eye_mean
-    grey = (pixels * grey_weights).sum(dim=1, keepdim=True)
-    pixels = grey + (pixels - grey) * per_image(draws.saturation)
-    pixels = torch.einsum("nij,njhw->nihw", _hue_rotations(draws.hue).to(pixels.dtype), pixels)
-    return pixels.clamp(0.0, 255.0) * eye
+    changed = (changed - eye_mean) * per_image(draws.contrast) + eye_mean
+    grey = (changed * grey_weights).sum(dim=1, keepdim=True)
+    changed = grey + (changed - grey) * per_image(draws.saturation)
+    changed = torch.einsum("nij,njhw->nihw", _hue_rotations(draws.hue).to(pixels.dtype),
+                           changed).clamp(0.0, 255.0)
+    return pixels + eye * (changed - pixels)
 
 
 def augmented_pixels(images: torch.Tensor, draws: FieldDraws) -> torch.Tensor:

@@ -39,16 +39,41 @@ def summed_weights(weight: torch.Tensor | None, grades: torch.Tensor) -> torch.T
 
 
 class GradeCrossEntropyLoss(nn.CrossEntropyLoss):
-    """``CrossEntropyLoss`` (the lab's loss, class-weighted or not, with
-    ``train.label_smoothing``) that can also give its mean as (numerator, denominator),
-    for a batch shared by several processes."""
+    """The lab's ``CrossEntropyLoss``, class-weighted or not, with
+    ``train.label_smoothing``; it can also give its mean as (numerator, denominator),
+    for a batch shared by several processes.
+
+    Each image weighs its own grade's weight, and its smoothed target is ``1 - e`` on
+    its grade plus ``e / 5`` on every grade alike. With weights *and* smoothing that is
+    not what PyTorch computes: ``cross_entropy(weight=w, label_smoothing=e)`` weighs the
+    smoothing term grade by grade with ``w``, which pulls every image towards the rare,
+    heavy grades (with EyePACS' weights, its loss-optimal output for a grade-0 photo
+    makes grade 4 the most likely at e = 0.2). So for that pair each image's loss is
+    its grade's weight times its unweighted smoothed cross-entropy, and the mean divides
+    by the weights' sum; with one of the two, or neither, PyTorch's loss is this one and
+    is used as it is.
+    """
+
+    def forward(self, outputs: torch.Tensor, grades: torch.Tensor) -> torch.Tensor:
+        if not self._weighted_and_smoothed():
+            return super().forward(outputs, grades)
+        total, weights = self.parts(outputs, grades)
+        return total / weights
 
     def parts(self, outputs: torch.Tensor, grades: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        total = nn.functional.cross_entropy(outputs, grades, weight=self.weight,
-                                            reduction="sum",
-                                            label_smoothing=self.label_smoothing)
-        return total, summed_weights(self.weight, grades)
+        """The mean as (sum of the images' weighted losses, sum of their weights)."""
+        if not self._weighted_and_smoothed():
+            total = nn.functional.cross_entropy(outputs, grades, weight=self.weight,
+                                                reduction="sum",
+                                                label_smoothing=self.label_smoothing)
+            return total, summed_weights(self.weight, grades)
+        losses = nn.functional.cross_entropy(outputs, grades, reduction="none",
+                                             label_smoothing=self.label_smoothing)
+        return (self.weight[grades] * losses).sum(), summed_weights(self.weight, grades)
+
+    def _weighted_and_smoothed(self) -> bool:
+        return self.weight is not None and self.label_smoothing > 0
 
 
 class GradeRegressionLoss(nn.Module):
