@@ -42,6 +42,17 @@ def scratch_project(folder: Path, params: dict, env: dict | None = None) -> Path
     return folder
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), else what Python knows of the machine."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    import platform
+    return platform.processor() or platform.machine()
+
+
 # the file names torchvision's hub cache uses for the ImageNet weights retino can ask for
 STAND_IN_FILES = {"resnet18": ("resnet18-f37072fd.pth",),
                   "resnet50": ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")}

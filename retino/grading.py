@@ -12,6 +12,7 @@ leakage) are in %; kappa, F1 and AUC are coefficients (0..1).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -64,6 +65,13 @@ def per_class_recall_precision(counts: np.ndarray) -> tuple[np.ndarray, np.ndarr
     recall = np.divide(hits, rows, out=np.zeros(len(hits)), where=rows > 0)
     precision = np.divide(hits, cols, out=np.zeros(len(hits)), where=cols > 0)
     return recall, precision
+
+
+def recall_percent(counts: np.ndarray) -> np.ndarray:
+    """Recall of each grade in %, NaN (not measured, JSON null) for a grade with no
+    image in the scored set: 0 % would say that its images were all missed."""
+    hits, rows = np.diag(counts).astype(float), counts.sum(axis=1)
+    return np.divide(100.0 * hits, rows, out=np.full(len(hits), np.nan), where=rows > 0)
 
 
 def macro_f1(counts: np.ndarray) -> float:
@@ -253,29 +261,30 @@ def fit_decisions(actual: np.ndarray, outputs: np.ndarray) -> Decisions:
 
 
 # --- a model that learned nothing ----------------------------------------------------
-ONE_GRADE_SHARE = 95.0  # % of validation predictions in one grade: (almost) a constant
+ONE_GRADE_SHARE = 95.0  # % of predictions in one grade: (almost) a constant guess
 
 
 class LearnedNothing(NamedTuple):
-    """A model that grades (almost) everything alike: its most predicted grade, that
-    grade's share of its validation predictions, and the QWK figure judged."""
+    """A model that grades no better than chance: its QWK figure judged, and what its
+    predictions looked like (the most predicted grade and its share)."""
 
     grade: int
-    share: float  # %
+    share: float  # % of the predictions judged
     qwk_low: float | None  # the lower end of the QWK's interval, or the QWK itself
 
 
-def learned_nothing(validation_predicted: np.ndarray, qwk_low: float | None
-                    ) -> LearnedNothing | None:
-    """The verdict when (almost) all validation predictions are one grade
-    (``ONE_GRADE_SHARE``) or the QWK is not above 0 (``qwk_low``: the lower end of its
-    95 % interval, or the figure itself where there is no interval); else None."""
-    counts = np.bincount(np.asarray(validation_predicted, dtype=np.int64), minlength=NUM_CLASS)
+def learned_nothing(predicted: np.ndarray, qwk_low: float | None) -> LearnedNothing | None:
+    """The verdict when the model does no better than chance: its QWK is not above 0
+    (``qwk_low``: the lower end of its 95 % interval, or the figure itself where there
+    is no interval; NaN, undefined, counts as not above 0). Never for a model whose QWK
+    interval lies above 0, however its ``predicted`` grades are spread: a set that is
+    97 % grade 0 is graded well by a model that mostly says 0. None when it learned."""
+    if not _flat_kappa(qwk_low):
+        return None
+    counts = np.bincount(np.asarray(predicted, dtype=np.int64), minlength=NUM_CLASS)
     grade = int(counts.argmax())
     share = float(100.0 * counts[grade] / max(counts.sum(), 1))
-    if share >= ONE_GRADE_SHARE or _flat_kappa(qwk_low):
-        return LearnedNothing(grade, share, qwk_low)
-    return None
+    return LearnedNothing(grade, share, qwk_low)
 
 
 def _flat_kappa(qwk_low: float | None) -> bool:
@@ -295,14 +304,20 @@ def what_usually_helps(name: str) -> str:
     return f"{weights}, {WHAT_USUALLY_HELPS}"
 
 
-def learned_nothing_text(name: str, verdict: LearnedNothing) -> str:
-    """The verdict in words, what it rests on, and what usually helps."""
-    grounds = []
+def learned_nothing_text(name: str, verdict: LearnedNothing,
+                         predictions: str = "validation predictions") -> str:
+    """The verdict in words, saying what was observed (one grade almost always, or no
+    agreement beyond chance with predictions spread over the grades), and what usually
+    helps. ``predictions``: which predictions the share counts."""
+    kappa = ("undefined" if verdict.qwk_low is None or math.isnan(verdict.qwk_low)
+             else f"{verdict.qwk_low:.3f}")
+    observed = (f"its QWK is not above 0 ({kappa})")
     if verdict.share >= ONE_GRADE_SHARE:
-        grounds.append(f"{verdict.share:.1f} % of its validation predictions are grade "
-                       f"{verdict.grade}")
-    if _flat_kappa(verdict.qwk_low):
-        grounds.append(f"its QWK is not above 0 ({verdict.qwk_low:.3f})")
-    return (f"{name} learned nothing beyond always predicting grade {verdict.grade} "
-            f"({GRADES[verdict.grade]}): {'; '.join(grounds)}. Its accuracy is then the "
-            f"share of that grade, not skill. What usually helps: {what_usually_helps(name)}.")
+        return (f"{name} learned nothing: it predicts grade {verdict.grade} "
+                f"({GRADES[verdict.grade]}) almost always ({verdict.share:.1f} % of its "
+                f"{predictions}) and {observed}. Its accuracy is then the share of that "
+                f"grade, not skill. What usually helps: {what_usually_helps(name)}.")
+    return (f"{name} learned nothing: its grades agree with the true ones no better than "
+            f"chance, {observed}, though its {predictions} spread over the grades (the "
+            f"most common, grade {verdict.grade}, {verdict.share:.1f} %). What usually "
+            f"helps: {what_usually_helps(name)}.")

@@ -342,9 +342,14 @@ def _recipe_problems(train: dict) -> list[str]:
     return problems
 
 
+# sources that hold the same photos in two layouts: one is never an outside test of the other
+SAME_PHOTOS = (("lab", "kaggle"),)  # the lab's course copy of Kaggle's EyePACS photos
+
+
 def _source_problems(data: dict, evaluate: dict, external: dict) -> list[str]:
     """What a source cannot give: the two eyes of a patient, where its names carry none;
-    an outside test, where the external set is the training set itself."""
+    an outside test, where the external set is the training set itself or another
+    layout of its photos (``SAME_PHOTOS``)."""
     problems = []
     if evaluate.get("pair_eyes") is True and data.get("source") in PATIENTS_UNKNOWN:
         problems.append(f"evaluate.pair_eyes = true with data.source = {data['source']!r}: "
@@ -355,6 +360,14 @@ def _source_problems(data: dict, evaluate: dict, external: dict) -> list[str]:
         problems.append(f"external.source = {sources!r} with data.source = "
                         f"{data['source']!r}: external validation tests on a set the model "
                         "was not trained on; name another source, or [] for none")
+    for same in SAME_PHOTOS:
+        if isinstance(sources, list) and data.get("source") in same and \
+                any(s in same and s != data["source"] for s in sources):
+            problems.append(f"external.source = {sources!r} with data.source = "
+                            f"{data['source']!r}: {' and '.join(same)} are two "
+                            "layouts of the same EyePACS photos, so most of the 'external' "
+                            "images would be photos the model trained on; name another "
+                            "source, or [] for none")
     return problems
 
 
@@ -422,10 +435,10 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
                  "compute.device", "compute.loader_workers"),
     "downscale-external": ("external.split", "data.image_size", "data.preprocess",
-                           "data.on_bad_input", "data.resplit_test_fraction",
-                           "data.split_seed", "compute.image_workers"),
-    "evaluate-external": ("external.split", "evaluate.batch_size", "evaluate.tta",
-                          "evaluate.pair_eyes", "compute.device", "compute.loader_workers"),
+                           "data.on_bad_input", "compute.image_workers"),
+    "evaluate-external": ("external.split", "data.source", "evaluate.batch_size",
+                          "evaluate.tta", "evaluate.pair_eyes", "compute.device",
+                          "compute.loader_workers"),
     "compare": ("external",),
     "plots-page": (),
 }

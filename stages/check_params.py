@@ -9,7 +9,8 @@ holds and what is allowed, and every output stays where it was.
 With data.source: synthetic, the data set follows from params.yaml: its splits are
 planned (no pixel drawn) and a combination that leaves no test images, a grade missing
 from train or no validation hold-out stops here too; so does a data.source or
-external.source whose folder data/<source> is not there.
+external.source whose folder data/<source> is not there, and external.split: test
+with an external set that has no test split of its own.
 
 Reads all of params.yaml (a file dependency: any edit reruns this check alone).
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from retino.atomic import write_text
 from retino.data.planned import split_problems
-from retino.data.sources import missing_folders
+from retino.data.sources import external_split_problems, missing_folders
 from retino.errors import ParamsError
 from retino.params import load_params
 from retino.stage import run_stage, stage_parser
@@ -33,6 +34,7 @@ def main() -> None:
     params = load_params()  # every problem of the whole file, in one message
     problems = split_problems(params)  # the synthetic set's splits, planned from params
     problems += missing_folders(params.data.source, params.external.source)
+    problems += external_split_problems(params.external.source, params.external.split)
     if problems:
         raise ParamsError("params.yaml: " + "\n  ".join(problems))
     write_text(args.out, CHECKED)

@@ -1,12 +1,12 @@
 """Stage downscale-external@<source>: the external test set that external.source names,
 checked and downscaled exactly as the training data is (the same crop to the eye,
 data.image_size and data.preprocess), as one test split: every gradable image
-(external.split: all) or the set's test split (test). Cached like downscale-images,
-so a second experiment on the same set reuses it.
+(external.split: all) or the set's own test split (test), in the order of their names:
+nothing of how the training data is split decides which images or in what order.
+Cached like downscale-images, so a second experiment on the same set reuses it.
 
 Reads params.yaml: external.split (all | test), data.image_size, data.preprocess (none |
-graham), data.on_bad_input (stop | skip), data.resplit_test_fraction and
-data.split_seed (a test split made here), compute.image_workers (0 = one per core).
+graham), data.on_bad_input (stop | skip), compute.image_workers (0 = one per core).
 """
 
 from pathlib import Path
@@ -20,6 +20,7 @@ from retino.pool import default_workers
 from retino.progress import console, counting
 from retino.stage import run_stage, stage_parser
 
+
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--source", required=True, choices=SOURCES, help="the external set")
@@ -30,8 +31,7 @@ def main() -> None:
     params = load_params(stage="downscale-external")
     data, split = params.data, params.external.split
     folder = source_folder(args.source)
-    source = read_external(args.source, folder, split, data.resplit_test_fraction,
-                           data.split_seed)  # CSV problems surface before any image work
+    source = read_external(args.source, folder, split)  # CSV problems before any image work
     workers = default_workers(params.compute.image_workers)
     with atomic_path(args.out) as out, counting(f"downscale-external@{args.source}",
                                                 len(source.splits[EXTERNAL_MODE])) as tick:

@@ -16,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from retino.grading import fit_decisions, learned_nothing, learned_nothing_text
+from retino.grading import (fit_decisions, learned_nothing, learned_nothing_text,
+                            quadratic_weighted_kappa)
 from retino.report import evaluation
 from retino.report.card import model_card
 from retino.report.comparison import ModelResult, print_summary
@@ -130,12 +131,13 @@ def test_a_model_that_predicts_a_constant_says_it_learned_nothing_everywhere(
     model_file = _model_file(tmp_path, _constant_model(), tiny_dataset)
     decisions = {key: value for key, value in torch.load(model_file, weights_only=True).items()
                  if key in ("cuts", "validation")}
-    assert "learned nothing beyond always predicting grade 0" in training_verdict(
+    assert "learned nothing: it predicts grade 0 (none) almost always" in training_verdict(
         "resnet18-scratch", decisions)
     report, printed = _evaluate(tmp_path, model_file, tiny_dataset)
     assert report["learned_nothing"]["grade"] == 0
     assert report["learned_nothing"]["share"] == 100.0
-    assert "resnet18-scratch learned nothing beyond always predicting grade 0" in printed
+    assert "resnet18-scratch learned nothing: it predicts grade 0 (none) almost always" in \
+        " ".join(printed.split())
     assert "train.weighted_loss: true" in printed
     assert "ImageNet weights (the pretrained runs)" in printed  # a scratch run
     pretrained = learned_nothing_text("resnet50-pretrained", learned_nothing(
@@ -146,11 +148,11 @@ def test_a_model_that_predicts_a_constant_says_it_learned_nothing_everywhere(
     card = model_card(result, {"image_size": 32, "test_patient_leakage_percent": 0.0,
                                "class_counts": {s: {f"{g}-x": 1 for g in range(5)}
                                                 for s in ("train", "test")}}, {}, "abc")
-    assert "**Warning: resnet18-scratch learned nothing beyond always predicting grade 0" \
-        in card
+    assert "**Warning: resnet18-scratch learned nothing: it predicts grade 0 (none) almost " \
+        "always" in card
     capsys.readouterr()
     print_summary([result])  # compare's table and `retino summary`
-    assert "resnet18-scratch learned nothing beyond always predicting grade 0" in \
+    assert "resnet18-scratch learned nothing: it predicts grade 0 (none) almost always" in \
         " ".join(capsys.readouterr().err.split())  # rich writes to stderr
 
 
@@ -160,5 +162,33 @@ def test_a_model_that_learned_gets_no_verdict():
     flat = learned_nothing(grades, -0.02)  # varied grades, but no agreement beyond chance
     assert flat is not None and "its QWK is not above 0 (-0.020)" in learned_nothing_text(
         "m", flat)
-    almost = learned_nothing(np.r_[np.zeros(96, int), [1, 2, 3, 4]], 0.2)
-    assert almost is not None and almost.share == 96.0
+
+
+def test_a_model_whose_qwk_interval_lies_above_0_never_learned_nothing():
+    # failed before: 95 % or more of the predictions in one grade was a verdict whatever
+    # the QWK, so a model with QWK 0.985 on a set 97.5 % grade 0 had learned "nothing"
+    actual = np.r_[np.zeros(195, int), [1, 2, 3, 4, 4]]
+    predicted = actual.copy()
+    predicted[-1] = 3
+    qwk = quadratic_weighted_kappa(actual, predicted)
+    assert qwk > 0.98 and learned_nothing(predicted, qwk) is None
+    assert learned_nothing(np.r_[np.zeros(96, int), [1, 2, 3, 4]], 0.2) is None
+
+
+def test_the_verdict_says_what_was_observed():
+    # failed before: a verdict on the QWK alone still said "always predicting grade X"
+    # and "its accuracy is then the share of that grade" of predictions spread over all
+    spread = learned_nothing(np.arange(100) % 5, -0.01)
+    text = learned_nothing_text("resnet18-scratch", spread)
+    assert "no better than chance" in text and "its QWK is not above 0 (-0.010)" in text
+    assert "always" not in text and "share of that grade" not in text
+    constant = learned_nothing_text("m", learned_nothing(np.zeros(40, int), 0.0))
+    assert "it predicts grade 0 (none) almost always (100.0 % of its validation " \
+        "predictions)" in constant and "share of that grade" in constant
+
+
+def test_an_undefined_qwk_is_no_better_than_chance():
+    # a NaN QWK (no interval: undefined in most resamples) is not above 0
+    verdict = learned_nothing(np.arange(10) % 5, float("nan"))
+    assert verdict is not None and "not above 0 (undefined)" in learned_nothing_text(
+        "m", verdict)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from PIL import Image
 
 from tests import public_sets
 from tests.dvc_project import CODES, RUNS, back_to_the_commit, ran_stages, run, widths
@@ -21,11 +22,29 @@ def test_no_external_source_adds_no_stage(repo):
     assert "external" not in stages and "compare" in stages
 
 
+COPIES = 3  # training photos saved again under APTOS ids, among the external photos
+
+
+def add_training_copies(repo, folder) -> list[str]:
+    """Three photos of the synthetic training data, saved again as PNG under new APTOS
+    ids and listed in train.csv: what a renamed copy of a set looks like."""
+    train = (repo / "data" / "synthetic" / "train_img.csv").read_text().split()[:COPIES]
+    ids = [public_sets.aptos_id(1000 + index) for index in range(COPIES)]
+    for name, new in zip(train, ids):
+        with Image.open(repo / "data" / "synthetic" / "data" / f"{name}.jpeg") as photo:
+            photo.save(folder / "train_images" / f"{new}.png")
+    with (folder / "train.csv").open("a") as labels:
+        labels.writelines(f"{new},0\n" for new in ids)
+    return ids
+
+
 @pytest.fixture(scope="module")
 def external_run(repo):
     """``dvc exp run -S 'external.source=[aptos]'`` on an APTOS-layout folder of 40
-    photos: its output, and the workspace it leaves (then back to the commit)."""
+    photos and 3 renamed copies of training photos: its output, and the workspace it
+    leaves (then back to the commit)."""
     public_sets.write_aptos(repo / "data" / "aptos", count=40)
+    add_training_copies(repo, repo / "data" / "aptos")
     back_to_the_commit(repo)
     bare = run(repo, "dvc", "exp", "run", "-S", "external.source=aptos", ok=False)
     run(repo, "git", "checkout", "HEAD", "--", "params.yaml")
@@ -43,7 +62,9 @@ def test_a_bare_source_name_stops_dvc_before_any_stage_and_says_it_wants_a_list(
 def test_an_external_experiment_reruns_only_the_external_stages_and_compare(external_run):
     _, output = external_run
     assert ran_stages(output) == {"check-params", "compare", *EXTERNAL_STAGES}
-    assert "external set aptos (data/aptos): 40 images (every gradable image) at 32 px" in output
+    assert "external set aptos (data/aptos): 43 images (every gradable image) at 32 px" in output
+    assert "3 of the 43 photos of aptos are photos of the training data (0 by name, 3 by " \
+        "content" in " ".join(output.split())
 
 
 def test_each_model_is_scored_on_every_image_at_its_own_operating_points(repo, external_run):
@@ -52,8 +73,11 @@ def test_each_model_is_scored_on_every_image_at_its_own_operating_points(repo, e
         outside = json.loads((repo / "metrics" / "external" / "aptos" / f"{name}.json")
                              .read_text())
         assert outside["source"] == "aptos" and outside["split"] == "all"
+        # the 3 copies of training photos are left out of every figure, and counted
         assert outside["test_images"] == 40 and outside["resampled"] == "images"
         assert sum(map(sum, outside["confusion_counts"])) == 40
+        shared = outside["shared_with_training"]
+        assert (shared["images"], shared["of"], shared["by_content"]) == (COPIES, 43, COPIES)
         assert set(outside["ci95"]) == set(inside["ci95"])
         # fitted on the model's validation split, never on the external set
         assert outside["cuts"] == inside["cuts"]
@@ -85,6 +109,9 @@ def test_summary_and_cards_set_each_model_on_the_external_set_beside_its_own(rep
     card = (repo / "metrics" / "resnet18-pretrained.md").read_text()
     assert "## External validation" in card and "Tested on `aptos`" in card
     assert "; nothing left out." in card
+    assert "3 of the 43 photos of aptos are photos of the training data" in card
+    assert "3 of the 43 photos of aptos are photos of the training data" in \
+        " ".join(summary.split())
 
 
 def test_back_at_the_commit_only_the_left_over_reports_rerun_compare(repo, external_run):

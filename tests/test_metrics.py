@@ -22,6 +22,31 @@ def test_kappa_constant_perfect_and_hand_computed():
                                     num_class=2) == pytest.approx(0.5)
 
 
+def test_five_grade_kappa_worked_out_by_hand():
+    # With 2 grades linear and quadratic weights agree, so only a 5-grade case pins the
+    # weights. Observed (true rows x predicted columns): (0,0) (0,1) (1,1) (2,4) (3,3)
+    # (4,2) (4,4) (2,0). Weighted disagreement, w = (i - j)^2 / 16: (0,1) 1 + (2,4) 4 +
+    # (4,2) 4 + (2,0) 4 = 13/16. Rows 2 1 2 1 2, columns 2 2 1 1 2, expected counts
+    # row x column / 8: their weighted sum is 37/16. Kappa = 1 - 13/37 = 24/37 = 0.6486
+    # (linear weights, |i - j| / 4, give 0.4909).
+    actual = np.array([0, 0, 1, 2, 3, 4, 4, 2])
+    predicted = np.array([0, 1, 1, 4, 3, 2, 4, 0])
+    assert quadratic_weighted_kappa(actual, predicted) == pytest.approx(24 / 37)
+    assert round(quadratic_weighted_kappa(actual, predicted), 4) == 0.6486
+
+
+def test_the_recall_of_a_grade_with_no_image_is_not_measured(tmp_path):
+    # failed before: a grade absent from the scored set (external sets without grades
+    # 3-4) had recall 0.0, as if every one of its images had been missed
+    actual, predicted = np.array([0, 0, 1, 2, 2]), np.array([0, 1, 1, 2, 0])
+    report = evaluation_report(actual, np.eye(5)[predicted] * 4.0)
+    assert report["recall"]["0-none"] == 50.0 and report["recall"]["2-moderate"] == 50.0
+    assert np.isnan(report["recall"]["3-severe"]) and np.isnan(report["recall"]["4-proliferative"])
+    write_json(tmp_path / "m.json", report)
+    written = json.loads((tmp_path / "m.json").read_text())["recall"]
+    assert written["3-severe"] is None and written["1-mild"] == 100.0
+
+
 def test_row_normalised_rows_sum_to_one():
     counts = confusion_counts(np.array([0, 0, 1, 2]), np.array([0, 1, 1, 0]))
     normalised = row_normalised(counts)

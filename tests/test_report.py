@@ -144,6 +144,34 @@ def test_model_card_says_where_the_model_came_from_and_what_it_is_not():
         assert expected.lower() in card.lower(), expected
 
 
+@pytest.mark.parametrize("source, facts", [
+    ("lab", "one reading (label noise)"), ("kaggle", "about 18.5 % of them were judged "
+                                                    "ungradable"),
+    ("aptos", "one hospital in India (Aravind Eye Hospital"),
+    ("messidor2", "Messidor-2 photographs from France"),
+    ("idrid", "IDRiD photographs from one eye clinic in India (516 photos"),
+    ("folders", "an ImageFolder tree of unknown origin")])
+def test_a_model_card_names_the_data_it_describes(source, facts):
+    # failed before: every real source got EyePACS' limits (one reading, 18.5 % ungradable)
+    stats = {"image_size": 96, "test_patient_leakage_percent": None,
+             "class_counts": {s: {f"{g}-x": 10 for g in range(5)} for s in ("train", "test")}}
+    lock = {"stages": {"downscale-images": {"params": {"params.yaml": {"data": {
+        "source": source, "resplit": False}}}}}}
+    limits = model_card(_result(), stats, lock, "abc").split("## Data")[0]
+    assert facts in limits and "Not a medical device" in limits
+    if source not in ("lab", "kaggle"):
+        assert "EyePACS" not in limits and "18.5 %" not in limits
+
+
+def test_the_card_says_that_the_sets_own_val_split_chose_the_epoch():
+    stats = {"image_size": 96, "test_patient_leakage_percent": None, "val_images": 12,
+             "class_counts": {s: {f"{g}-x": 10 for g in range(5)}
+                              for s in ("train", "val", "test")}}
+    card = model_card(_result(), stats, {}, "abc")
+    assert "the set's own val split (12 images) chose its epoch" in card
+    assert "| val | 10 | 10 | 10 | 10 | 10 | 50 |" in card
+
+
 def test_a_leaky_split_is_said_in_words_and_a_patient_level_one_is_not():
     warning = leakage_warning([_result(leakage=79.6)])
     assert "79.6 % of the test images have the other eye of their patient in train" in warning

@@ -1,8 +1,10 @@
 """The downscaled set the networks train on: checked splits plus one uint8 array per split.
 
-``data/downscaled/`` holds the lab's four headerless CSVs of the split in use and
-``train.npy``/``test.npy`` with the downscaled images in CSV order; an external set
-(``data/external/<source>/``, downscale-external) holds its test split alone. Bad inputs are
+``data/downscaled/`` holds the lab's four headerless CSVs of the split in use (six with
+a val split), ``train.npy``/``test.npy`` with the downscaled images in CSV order, and
+each image's fingerprint (``<mode>_fingerprints.npy``, ``retino.data.fingerprints``);
+an external set (``data/external/<source>/``, downscale-external) holds its test split
+alone. Bad inputs are
 found in three passes of rising cost: CSV rows, then missing or empty files, then
 images that fail to decode; with ``data.on_bad_input: stop`` the first pass that
 finds any stops the stage before the next, more expensive one starts.
@@ -17,6 +19,7 @@ import numpy as np
 
 from retino.data.arrays import ArrayWriter, array_path
 from retino.data.checks import SKIPPED_REPORT, Problem, stop_on
+from retino.data.fingerprints import FINGERPRINT_SIDE, fingerprint, fingerprint_path
 from retino.data.layout import Split, write_split
 from retino.data.photos import downscale_job, file_problem
 from retino.data.sources import SourceData
@@ -43,9 +46,10 @@ def missing_files(source: SourceData, splits: dict[str, Split]
 
 def write_images(paths: list[Path], target: Path, size: int, workers: int,
                  on_image: Callable[[], None], preprocess: str = "none"
-                 ) -> tuple[list[int], list[Problem]]:
-    """Downscale ``paths`` into the array file ``target``; (written indices, problems)."""
-    written, problems = [], []
+                 ) -> tuple[list[int], list[Problem], np.ndarray]:
+    """Downscale ``paths`` into the array file ``target``; (written indices, problems,
+    the written images' fingerprints)."""
+    written, problems, prints = [], [], []
     with open(target, "wb") as f:
         writer = ArrayWriter(f, size)
         results = ordered_map(downscale_job, ((path, size, preprocess) for path in paths),
@@ -55,10 +59,12 @@ def write_images(paths: list[Path], target: Path, size: int, workers: int,
                 problems.append(Problem(str(path), None, result))
             else:
                 writer.append(result)
+                prints.append(fingerprint(result))
                 written.append(index)
             on_image()
         writer.finish()
-    return written, problems
+    return written, problems, np.array(prints, dtype=np.uint8).reshape(
+        len(written), 3 * FINGERPRINT_SIDE ** 2)
 
 
 def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
@@ -80,8 +86,9 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
     written = {}
     for mode, split in splits.items():
         paths = [source.photo(name) for name in split.names]
-        kept, failed = write_images(paths, array_path(out, mode), size, workers, on_image,
-                                    preprocess)
+        kept, failed, prints = write_images(paths, array_path(out, mode), size, workers,
+                                            on_image, preprocess)
+        np.save(fingerprint_path(out, mode), prints)
         written[mode] = split.subset(np.array(kept, dtype=np.int64))
         problems += failed
     stop_on(problems, on_bad_input, report)

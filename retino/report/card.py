@@ -15,20 +15,47 @@ from pathlib import Path
 
 from retino.grading import GRADES
 from retino.params import EXTERNAL_SPLIT_TEXT
-from retino.report.comparison import (ModelResult, drop_text, external_folder, number_text,
-                                      resampled, verdict_text, with_interval)
+from retino.report.comparison import (ModelResult, drop_text, external_folder,
+                                      external_verdict_text, number_text, resampled,
+                                      shared_training_text, verdict_text, with_interval)
 
 ARCH_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
 LIMITS_SYNTHETIC = (
     "Trained and tested on retino's **synthetic** fundus images: these figures say that "
     "the pipeline works, nothing about real photographs. Not a medical device; not "
     "validated on real photos; not for any clinical decision.")
-LIMITS_REAL = (
-    "A research model trained on EyePACS-style photographs graded by one reading each "
-    "(label noise, mixed cameras, about 18.5 % of EyePACS photos judged ungradable by "
-    "a later study). Not a medical device; not validated prospectively or on other "
-    "populations and cameras (cross-dataset transfer is known to be poor); not for any "
-    "clinical decision.")
+# what each real source is, as its distributors describe it: the card's first paragraph
+SOURCE_FACTS = {
+    "lab": "EyePACS photographs (Kaggle 2015, the lab's course copy at 512 px), each graded "
+           "by one reading (label noise), from mixed cameras; about 18.5 % of EyePACS photos "
+           "were judged ungradable by a later study.",
+    "kaggle": "EyePACS photographs (Kaggle's Diabetic Retinopathy Detection, 2015), each "
+              "graded by one reading (label noise), from mixed cameras; about 18.5 % of "
+              "them were judged ungradable by a later study.",
+    "aptos": "APTOS 2019 photographs from one hospital in India (Aravind Eye Hospital, "
+             "rural screening), several cameras, one grade per photo; their ids carry no "
+             "patient, so a patient's two eyes may sit on both sides of the split.",
+    "messidor2": "Messidor-2 photographs from France (874 exams, two macula-centred photos "
+                 "each, Messidor-Original and Brest University Hospital), with the grades "
+                 "a panel adjudicated (Krause et al. 2018); ungradable photos left out.",
+    "idrid": "IDRiD photographs from one eye clinic in India (516 photos, its own split of "
+             "413 training and 103 testing photos), graded by experts.",
+    "folders": "photographs from an ImageFolder tree of unknown origin: retino knows nothing "
+               "of where they were taken, with which cameras, how they were graded or by "
+               "how many readers; a report of these figures should say where they come from.",
+}
+NOT_FOR_CLINICS = ("Not a medical device; not validated prospectively or on other "
+                   "populations and cameras (cross-dataset transfer is known to be poor); "
+                   "not for any clinical decision.")
+
+
+def limits_text(source: str | None) -> str:
+    """The card's limits paragraph for the data ``source`` the model was trained on."""
+    if source == "synthetic":
+        return LIMITS_SYNTHETIC
+    facts = SOURCE_FACTS.get(source, "photographs of a source dvc.lock does not name "
+                             "(run `dvc repro`).")
+    return f"A research model trained on {facts} {NOT_FOR_CLINICS}"
 
 
 def git_revision(root: Path = Path(".")) -> str:
@@ -57,16 +84,20 @@ def _data_lines(stats: dict, lock: dict) -> list[str]:
     counts = stats["class_counts"]
     table = ["| split | " + " | ".join(f"{g} {GRADES[g]}" for g in range(5)) + " | total |",
              "|---|" + "---:|" * 6]
-    for split in ("train", "test"):
-        values = list(counts[split].values())
-        table.append(f"| {split} | " + " | ".join(str(v) for v in values)
-                     + f" | {sum(values)} |")
+    for split, values in counts.items():
+        table.append(f"| {split} | " + " | ".join(str(v) for v in values.values())
+                     + f" | {sum(values.values())} |")
     leakage = stats["test_patient_leakage_percent"]
     resplit = _yaml_text(data.get("resplit", "unknown"))
+    held_out = ("a hold-out of train patients" if leakage is not None
+                else "a hold-out of train images (the names carry no patient)")
+    validation = (f"the train split trained the model, the set's own val split "
+                  f"({stats['val_images']} images) chose its epoch and operating points"
+                  if "val_images" in stats else
+                  f"the train split minus {held_out} trained the model, the validation "
+                  "part chose its epoch and operating points")
     return [f"- Source: `{data.get('source', 'unknown')}` at {stats['image_size']} px "
-            f"(`data.resplit: {resplit}`); the train split minus a "
-            "patient-level validation hold-out trained the model, the validation part "
-            "chose its epoch and operating points, the test split scored it.",
+            f"(`data.resplit: {resplit}`); {validation}, the test split scored it.",
             _leakage_line(leakage), "", *table]
 
 
@@ -173,19 +204,20 @@ def _external_lines(result: ModelResult, left_out: int | None) -> list[str]:
     report = f"`{external_folder(Path('metrics'), source)}/skipped_inputs.csv`"
     left = ("" if left_out is None else "; nothing left out" if not left_out else
             f"; {left_out} input(s) left out (ungradable or bad), listed in {report}")
+    shared = shared_training_text(external)
     return [f"Tested on `{source}`: {EXTERNAL_SPLIT_TEXT[external['split']]}, "
             f"{external['test_images']} images{left}. Downscaled and preprocessed as the "
             "training data, normalised with the model's own statistics, graded at its own "
             "cut-points and operating points (fitted on its validation split, never on this "
-            "set).", "",
+            "set)." + (f" {shared}" if shared else ""), "",
             f"- QWK on `{source}`: {with_interval(external, 'qwk', 3)}; in-domain (its test "
             f"split): {with_interval(inside, 'qwk', 3)}.",
             f"- On `{source}` the QWK is {drop_text(inside, external)}.", "",
+            *_warning_lines(external_verdict_text(result)),
             *_metric_lines(external, where=f"External set `{source}`", scored=source)]
 
 
-def _verdict_lines(result: ModelResult) -> list[str]:
-    verdict = verdict_text(result)
+def _warning_lines(verdict: str | None) -> list[str]:
     return [f"**Warning: {verdict}**", ""] if verdict else []
 
 
@@ -208,13 +240,14 @@ def model_card(result: ModelResult, stats: dict, lock: dict, revision: str,
         provenance.append("- (dvc.lock has no entry for this model's stages: run `dvc repro`)")
     sections = [f"# Model card: {result.name}", "",
                 "## Intended use and limits", "",
-                LIMITS_SYNTHETIC if source == "synthetic" else LIMITS_REAL, "",
+                limits_text(source), "",
                 "Grades diabetic retinopathy 0-4 (none, mild, moderate, severe, "
                 "proliferative) from one colour fundus photograph; `retino predict` applies "
                 "the model to new photos with its own preprocessing.", "",
                 "## Data", "", *_data_lines(stats, lock), "",
                 "## Recipe", "", *_recipe_lines(result, lock), "",
-                "## Test results", "", *_verdict_lines(result), *_metric_lines(result.report),
+                "## Test results", "", *_warning_lines(verdict_text(result)),
+                *_metric_lines(result.report),
                 "",
                 *(["## External validation", "", *_external_lines(result, external_left_out),
                    ""] if result.external is not None else []),

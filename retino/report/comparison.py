@@ -193,9 +193,21 @@ def leakage_warning(results: list[ModelResult]) -> str | None:
 
 
 def verdict_text(result: ModelResult) -> str | None:
-    """In words, when evaluate found that the model learned nothing beyond one grade."""
+    """In words, when evaluate found that the model graded its test split no better than
+    chance."""
     verdict = result.report.get("learned_nothing")
     return learned_nothing_text(result.name, LearnedNothing(**verdict)) if verdict else None
+
+
+def external_verdict_text(result: ModelResult) -> str | None:
+    """In words, when evaluate-external found that the model graded the external set no
+    better than chance."""
+    verdict = (result.external or {}).get("learned_nothing")
+    if not verdict:
+        return None
+    source = result.external["source"]
+    return (f"On {source}: " + learned_nothing_text(
+        result.name, LearnedNothing(**verdict), f"predictions on {source}"))
 
 
 EXTERNAL_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",
@@ -236,6 +248,31 @@ def drop_text(in_domain: dict, external: dict) -> str:
             f"{where}")
 
 
+def shared_text(report: dict, source: str) -> str:
+    """What an external report records of the photos it left out as the training data's
+    (``retino.data.fingerprints.shared_report``), in words."""
+    compared = ("names and fingerprints compared" if report["names_compared"] else
+                "fingerprints compared; the synthetic set's names are invented, so not "
+                "its names")
+    if not report["images"]:
+        return (f"none of the {report['of']} photos of {source} is a photo of the training "
+                f"data ({compared})")
+    return (f"{report['images']} of the {report['of']} photos of {source} are photos of "
+            f"the training data ({report['by_name']} by name, {report['by_content']} by "
+            f"content: fingerprints within {report['match_rms']} grey levels; {compared}), "
+            "left out of every figure on it")
+
+
+def shared_training_text(external: dict) -> str | None:
+    """In words, which photos of the external set are the training data's (left out of
+    its figures); None for a report written before that was checked."""
+    shared = external.get("shared_with_training")
+    if shared is None:
+        return None
+    text = shared_text(shared, external["source"])
+    return text[0].upper() + text[1:] + "."
+
+
 def external_title(results: list[ModelResult]) -> str:
     first = results[0].external
     return (f"external set {first['source']}, {EXTERNAL_SPLIT_TEXT[first['split']]}: "
@@ -249,10 +286,14 @@ def print_summary(results: list[ModelResult]) -> None:
     print_table(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))
     if results[0].external is not None:
         print_table(external_title(results), EXTERNAL_COLUMNS, external_rows(results))
+        shared = shared_training_text(results[0].external)
+        if shared:
+            console.print(f"[yellow]{shared}[/]" if "are photos" in shared else shared,
+                          soft_wrap=True)
     for result in results:
-        verdict = verdict_text(result)
-        if verdict:
-            console.print(f"[bold yellow]{verdict}[/]", soft_wrap=True)
+        for verdict in (verdict_text(result), external_verdict_text(result)):
+            if verdict:
+                console.print(f"[bold yellow]{verdict}[/]", soft_wrap=True)
     warning = leakage_warning(results)
     if warning:
         console.print(f"[yellow]{warning}[/]")

@@ -13,17 +13,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from retino.data.layout import read_layout
-from retino.data.splits import patient_leakage, patient_of
+from retino.data.splits import patient_leakage, patient_of, seen_in_training
 from retino.errors import DataError
 from retino.grading import (REFERABLE_GRADE, OperatingPoint, accuracy_percent, broken_rows,
                             at_threshold, balanced_accuracy_percent, confusion_counts,
                             fit_decisions, learned_nothing, macro_f1, majority_baseline_percent,
                             per_class_recall_precision, per_grade, predicted_grades,
-                            quadratic_weighted_kappa, referable_score, referable_scores,
-                            row_normalised)
+                            quadratic_weighted_kappa, recall_percent, referable_score,
+                            referable_scores, row_normalised)
 from retino.train.checkpoints import load_checkpoint, model_from_checkpoint
 from retino.train.device import resolve_device
-from retino.train.inputs import ImageArray, ToModel, make_loader
+from retino.train.inputs import ImageArray, ToModel, make_loader, validation_pool
 from retino.train.loop import predict_logits
 
 
@@ -43,14 +43,18 @@ FLIPS = ((False, False), (True, False), (False, True), (True, True))
 
 
 def predict_test_split(model_file: str | Path, data_folder: str | Path, device_name: str,
-                       batch_size: int, workers: int, tta: str = "none") -> SplitPredictions:
-    """Load ``model_file`` and run it over the test images of ``data_folder``, normalised
-    with the statistics saved in the checkpoint; with ``tta="flips"``, the outputs are
-    averaged over the four flips of each image."""
+                       batch_size: int, workers: int, tta: str = "none",
+                       keep: np.ndarray | None = None) -> SplitPredictions:
+    """Load ``model_file`` and run it over the test images of ``data_folder`` (those at
+    the indices ``keep``, when given), normalised with the statistics saved in the
+    checkpoint; with ``tta="flips"``, the outputs are averaged over the four flips of
+    each image."""
     device = resolve_device(device_name)
     checkpoint = load_checkpoint(model_file)
     model = model_from_checkpoint(checkpoint).to(device).eval()
     images = ImageArray.from_split(data_folder, "test")
+    if keep is not None:
+        images = images.subset(keep)
     to_model = ToModel(checkpoint["mean"], checkpoint["std"], device)
     actual, outputs = predict_with_tta(model, make_loader(images, batch_size, False, workers,
                                                           device), device, to_model, tta)
@@ -82,8 +86,8 @@ def predict_validation_split(test: SplitPredictions, model_file: str | Path,
     if tta == "none":
         return ValidationOutputs(list(stored["names"]), np.asarray(stored["grades"]),
                                  stored["outputs"].numpy())
-    images = held_out_images(ImageArray.from_split(data_folder, "train"), stored["names"],
-                             model_file, data_folder)
+    images = held_out_images(validation_pool(data_folder), stored["names"], model_file,
+                             data_folder)
     device = next(test.model.parameters()).device
     actual, outputs = predict_with_tta(test.model, make_loader(images, batch_size, False,
                                                                workers, device),
@@ -91,17 +95,17 @@ def predict_validation_split(test: SplitPredictions, model_file: str | Path,
     return ValidationOutputs(list(images.names), actual, outputs)
 
 
-def held_out_images(train: ImageArray, names: list[str], model_file: str | Path,
+def held_out_images(pool: ImageArray, names: list[str], model_file: str | Path,
                     data_folder: str | Path) -> ImageArray:
-    """The images of the train split called ``names``, in that order."""
-    rows = {name: index for index, name in enumerate(train.names)}
+    """The images of ``pool`` (``validation_pool``) called ``names``, in that order."""
+    rows = {name: index for index, name in enumerate(pool.names)}
     missing = [name for name in names if name not in rows]
     if missing:
         raise DataError(f"{model_file}: {len(missing)} of its validation images (first: "
-                        f"{missing[0]}) are not in the train split of {data_folder}: the "
-                        "model was trained on other data; train it again: "
+                        f"{missing[0]}) are not in {data_folder}: the model was trained on "
+                        "other data; train it again: "
                         f"dvc repro -f train@{Path(model_file).stem}")
-    return train.subset([rows[name] for name in names])
+    return pool.subset([rows[name] for name in names])
 
 
 def predict_with_tta(model: nn.Module, loader: DataLoader, device: torch.device,
@@ -173,13 +177,13 @@ def evaluation_report(actual: np.ndarray, outputs: np.ndarray, cuts: tuple | Non
     5 logits or 1 regression score per image (cut into grades at ``cuts``)."""
     predicted = predicted_grades(outputs, cuts)
     counts = confusion_counts(actual, predicted)
-    recall, precision = per_class_recall_precision(counts)
+    _, precision = per_class_recall_precision(counts)
     return {
         **headline_metrics(actual, predicted, referable_score(outputs)),
         "macro_f1": macro_f1(counts),
         "baseline_acc": majority_baseline_percent(actual),
         "test_images": int(len(actual)),
-        "recall": per_grade(100.0 * recall),
+        "recall": per_grade(recall_percent(counts)),  # null: no image of the grade
         "precision": per_grade(100.0 * precision),
         "confusion_counts": counts.tolist(),
         "confusion_row_normalised": np.round(row_normalised(counts), 4).tolist(),
@@ -258,14 +262,14 @@ def model_report(test: SplitPredictions, validation: ValidationOutputs, leakage:
             "cuts": list(cuts) if cuts else None, "tta": tta,
             "chosen_epoch": checkpoint["epoch"], "chosen_phase": checkpoint["phase"],
             "weighted_loss": checkpoint["weighted_loss"],
-            "learned_nothing": learned_nothing_report(validation, cuts, ci95["qwk"])}
+            "learned_nothing": learned_nothing_report(
+                predicted_grades(validation.outputs, cuts), ci95["qwk"])}
 
 
-def learned_nothing_report(validation: ValidationOutputs, cuts: tuple | None,
-                           qwk_interval: list[float]) -> dict | None:
-    """``learned_nothing`` of the validation predictions and the test QWK's interval, as
-    written to the metrics file (None for a model that learned something)."""
-    verdict = learned_nothing(predicted_grades(validation.outputs, cuts), qwk_interval[0])
+def learned_nothing_report(predicted: np.ndarray, qwk_interval: list[float]) -> dict | None:
+    """``learned_nothing`` of ``predicted`` grades and a QWK's interval, as written to a
+    metrics file (None for a model that learned something)."""
+    verdict = learned_nothing(predicted, qwk_interval[0])
     return verdict._asdict() if verdict else None
 
 
@@ -295,5 +299,5 @@ def patient_leakage_percent(data_folder: str | Path) -> float | None:
     patient-level split, about 80 % for the lab's per-image split, None (unknown) where
     the image names carry no patient."""
     splits = read_layout(data_folder, eye_names=False)
-    leaked = patient_leakage(splits["train"].names, splits["test"].names)
+    leaked = patient_leakage(seen_in_training(splits), splits["test"].names)
     return None if leaked is None else round(100.0 * leaked / len(splits["test"]), 2)
