@@ -28,8 +28,10 @@ def test_both_input_paths_deliver_every_train_image(tmp_path):
 def test_train_step_worker_reports_speed_and_its_own_peak_memory():
     result = bench.train_step_worker("resnet18", "cpu", size=32, batch=2, steps=1)
     assert result["images_per_s"] > 0 and result["field_images_per_s"] > 0
-    assert result["field_relative_rate"] == pytest.approx(
-        result["field_images_per_s"] / result["images_per_s"], rel=0.01)
+    # the ratio of the unrounded rates, within what rounding each rate to 0.1 allows
+    field, flips = result["field_images_per_s"], result["images_per_s"]
+    assert (field - 0.05) / (flips + 0.05) - 0.001 <= result["field_relative_rate"] <= \
+        (field + 0.05) / (flips - 0.05) + 0.001
     # this test process imported torch: its high-water mark is hundreds of MiB
     assert 100 < result["peak_memory_mib"] == pytest.approx(measure.peak_rss_mib(), abs=1)
 

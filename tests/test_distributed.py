@@ -183,22 +183,24 @@ def test_three_and_four_processes_train_on_every_fit_size(tmp_path, world):
 # --- several processes compute one process's gradient -------------------------------
 
 WEIGHTS = (0.3, 3.0, 1.2, 8.0, 9.0)
-LOSSES = {"unweighted": (None, "classification"), "weighted": (WEIGHTS, "classification"),
-          "regression": (WEIGHTS, "regression")}
+LOSSES = {"unweighted": (None, "classification", 0.0),
+          "weighted": (WEIGHTS, "classification", 0.0),
+          "weighted, smoothed": (WEIGHTS, "classification", 0.2),
+          "regression": (WEIGHTS, "regression", 0.0)}
 BATCHES = {"even": 8, "uneven": 3}  # 8 images split 4/4; 3 images split 2/1
 
 
 def _gradients(loss: str, images: int, sharded: bool) -> dict[str, torch.Tensor]:
     """Gradients of one step of the real loss on the first ``images`` images (this
     process's share of them when ``sharded``); BatchNorm in eval mode, so exact."""
-    weights, head = LOSSES[loss]
+    weights, head, smoothing = LOSSES[loss]
     model = _small_model(1 if head == "regression" else 5).eval()
     trained = distributed.wrap(model, CPU) if sharded else model
     inputs, grades = _images(images)[:]
     if sharded:
         share = distributed.shard(range(images))
         inputs, grades = inputs[share], grades[share]
-    criterion = make_criterion(weights, CPU, head)
+    criterion = make_criterion(weights, CPU, head, label_smoothing=smoothing)
     step, _ = batch_loss(criterion, trained(inputs), grades, sharded)
     step.backward()
     return {name: p.grad.clone() for name, p in model.named_parameters()}
@@ -216,6 +218,37 @@ def test_two_processes_compute_one_process_gradient_for_every_loss_and_share(tmp
         for name, gradient in alone.items():
             torch.testing.assert_close(gradients[name], gradient, rtol=1e-5, atol=1e-7,
                                        msg=lambda m, n=name: f"{loss}, {batch}, {n}: {m}")
+
+
+def _epoch_loss_parts(rank: int) -> dict:
+    """This process's part of the epoch's loss sum for each loss and batch."""
+    parts = {}
+    for loss, (weights, head, smoothing) in LOSSES.items():
+        criterion = make_criterion(weights, CPU, head, label_smoothing=smoothing)
+        for batch, images in BATCHES.items():
+            outputs, grades = _outputs(images, head)
+            share = distributed.shard(range(images))
+            parts[(loss, batch)] = batch_loss(criterion, outputs[share], grades[share],
+                                              sharded=True)[1]
+    return parts
+
+
+def _outputs(images: int, head: str) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(11)
+    return (torch.randn(images, 1 if head == "regression" else 5, generator=generator),
+            torch.tensor([0, 4, 1, 3, 2, 4, 0, 3])[:images])
+
+
+def test_two_shards_parts_of_a_weighted_batch_add_up_to_the_one_process_part(tmp_path):
+    # pins the sharded part: each process's share of the batch's mean times its images
+    # (the raw weighted sum would add up to something else once the weights are not 1)
+    sharded = _spawn(_epoch_loss_parts, 2, tmp_path)
+    for loss, (weights, head, smoothing) in LOSSES.items():
+        criterion = make_criterion(weights, CPU, head, label_smoothing=smoothing)
+        for batch, images in BATCHES.items():
+            _, alone = batch_loss(criterion, *_outputs(images, head))
+            assert sharded[0][(loss, batch)] + sharded[1][(loss, batch)] == \
+                pytest.approx(alone, rel=1e-6), (loss, batch)
 
 
 def test_the_epoch_loss_of_shares_adds_up_to_the_one_process_loss():
