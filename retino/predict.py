@@ -24,6 +24,7 @@ import torch
 
 from retino.atomic import atomic_path, write_text
 from retino.data.photos import downscale_job
+from retino.errors import DataError
 from retino.grading import NUM_CLASS, predicted_grades, referable_score
 from retino.pool import default_workers, ordered_map
 from retino.progress import console, counting
@@ -37,12 +38,17 @@ PHOTO_SUFFIXES = {".jpeg", ".jpg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".we
 
 def find_photos(paths: Sequence[Path]) -> list[Path]:
     """Files as given (a missing one too: its row will say so); folders searched
-    recursively for image files, in sorted order."""
+    recursively for image files, in sorted order. A folder with no photo in it is an
+    error that names it and the extensions looked for."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*")
+            photos = sorted(p for p in path.rglob("*")
                             if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+            if not photos:
+                raise DataError(f"{path}: no photos in it or its subfolders (looked for "
+                                f"{', '.join(sorted(PHOTO_SUFFIXES))}, in any case)")
+            found += photos
         else:
             found.append(path)
     return found

@@ -27,14 +27,15 @@ def counting(description: str, total: int) -> Iterator[Callable[..., None]]:
         yield lambda n=1: progress.advance(task, n)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]],
+                out: Console = console) -> None:
     table = Table(title=title)
     for column in columns:  # the first column names the row: never wrapped
         first = column == columns[0]
         table.add_column(column, justify="left" if first else "right", no_wrap=first)
     for row in rows:
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
-    console.print(table)
+    out.print(table)
 
 
 class EpochBar:

@@ -1,6 +1,7 @@
 """How a stage script starts and ends: its command line (``--help`` shows the stage's
 docstring, which says what it reads from params.yaml), a user's mistake as one clear
-message instead of a traceback, a Ctrl-C during training that always takes effect."""
+message instead of a traceback, a Ctrl-C as one line that says where it stopped (and
+one during training that always takes effect)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,28 @@ def stage_parser(description: str, per_run: bool = False,
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """A Ctrl-C whose message says where the stage stopped and what the next run does."""
+
+
+INTERRUPTED = 130  # the exit status of a process ended by SIGINT, as shells report it
+
+
 def run_stage(main: Callable[[], None]) -> None:
-    """Call ``main``; report a known input problem on stderr and exit with status 1."""
+    """Call ``main``; report a known input problem on stderr and exit with status 1; a
+    Ctrl-C in one line, no traceback, exit status 130."""
     try:
         main()
     except USER_ERRORS as error:
         console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
+    except KeyboardInterrupt as interrupt:
+        said = str(interrupt) if isinstance(interrupt, Stopped) else (
+            f"{Path(sys.argv[0]).name} stopped; its outputs are written whole or not at "
+            "all, so none is half-written: run it again (`dvc repro`)")
+        console.print(f"[bold yellow]interrupted (Ctrl-C):[/] {said}", highlight=False,
+                      soft_wrap=True)
+        sys.exit(INTERRUPTED)
 
 
 class Interrupts:

@@ -25,18 +25,26 @@ from retino.params import load_params
 from retino.stage import run_stage, stage_parser
 
 CHECKED = "params.yaml passed retino's checks\n"
+# dvc exp run -S writes its values into params.yaml before any stage runs, and leaves
+# them there when the run fails: every later experiment would fail on them again
+SET_WITH_S = ("If you set a value with `dvc exp run -S`, params.yaml now holds it: put the "
+              "committed file back with `git checkout params.yaml`, then run again with a "
+              "valid value.")
 
 
 def main() -> None:
     parser = stage_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="marker file to write")
     args = parser.parse_args()
-    params = load_params()  # every problem of the whole file, in one message
+    try:
+        params = load_params()  # every problem of the whole file, in one message
+    except ParamsError as error:
+        raise ParamsError(f"{error}\n{SET_WITH_S}") from None
     problems = split_problems(params)  # the synthetic set's splits, planned from params
     problems += missing_folders(params.data.source, params.external.source)
     problems += external_split_problems(params.external.source, params.external.split)
     if problems:
-        raise ParamsError("params.yaml: " + "\n  ".join(problems))
+        raise ParamsError("params.yaml: " + "\n  ".join(problems) + f"\n{SET_WITH_S}")
     write_text(args.out, CHECKED)
 
 

@@ -1,11 +1,12 @@
-"""Stage compare: the lab's Result Comparison figure per architecture, the one DVC
-metrics file (metrics/compare.json), a model card per model (metrics/<arch>-<init>.md)
-and the summary table of all four models; with an external set, each model's figures
-on it beside the in-domain ones, in all three.
+"""Stage compare: the lab's Result Comparison figure per architecture (with the training
+loss beside it), the one DVC metrics file (metrics/compare.json), a model card per
+model (metrics/<arch>-<init>.md) and the summary table of all four models, printed and
+as Markdown to paste (metrics/summary.md); with an external set, each model's figures
+on it beside the in-domain ones, in all of them.
 
 Reads params.yaml: external (which set's reports under metrics/external/ to include;
 the cards quote the other params from what dvc.lock recorded). Reprint the tables
-later, without rerunning anything, with `python -m retino summary`.
+later, without rerunning anything, with `retino summary` (--format markdown or csv).
 """
 
 import argparse
@@ -18,7 +19,7 @@ from retino.atomic import write_json, write_text
 from retino.params import ARCHS, load_params
 from retino.report.card import git_revision, model_card
 from retino.report.comparison import (compared_metrics, external_left_out, leakage_warning,
-                                      print_summary, read_results)
+                                      print_summary, read_results, summary_markdown)
 from retino.report.figures import result_comparison
 from retino.stage import run_stage, stage_parser
 
@@ -35,6 +36,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--figure-dir", type=Path, required=True,
                         help="where <arch>.png goes")
     parser.add_argument("--out", type=Path, required=True, help="compare.json to write")
+    parser.add_argument("--summary-out", type=Path, required=True,
+                        help="the summary as Markdown to write")
     return parser.parse_args()
 
 
@@ -54,6 +57,7 @@ def main() -> None:
     for result in results:
         write_text(args.metrics_dir / f"{result.name}.md",
                    model_card(result, stats, lock, revision, left_out))
+    write_text(args.summary_out, summary_markdown(results))
     print_summary(results)
 
 

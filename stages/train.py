@@ -25,7 +25,7 @@ import torch
 from retino.grading import HEAD_OUTPUTS, NUM_CLASS
 from retino.params import check_arch, check_init, load_params, run_name
 from retino.progress import console, stopwatch
-from retino.stage import catching_interrupts, run_stage, stage_parser
+from retino.stage import Stopped, catching_interrupts, run_stage, stage_parser
 from retino.train import distributed
 from retino.train.checkpoints import save_checkpoint
 from retino.train.device import check_compile, configure_backends, resolve_device
@@ -104,7 +104,10 @@ def main() -> None:
         interrupts.check()  # a Ctrl-C that Python swallowed stops the run here
 
     with catching_interrupts() as interrupts:
-        result = fit(model, data, settings, device, resume.load(), on_epoch=epoch_done)
+        try:
+            result = fit(model, data, settings, device, resume.load(), on_epoch=epoch_done)
+        except KeyboardInterrupt:
+            raise Stopped(resume.stopped_text(f"train@{run_name(arch, init)}")) from None
     best = result.history[result.best_epoch - 1]
     model.load_state_dict(result.best_state)
     decisions = validation_decisions(model, data, settings, device)

@@ -1,3 +1,4 @@
+import argparse
 import gc
 import os
 import signal
@@ -81,3 +82,51 @@ def test_preview_refuses_a_count_outside_its_range(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["preview", "--augment", str(tmp_path / "eye.png"), "--count", "0"])
     assert "--count: '0': must be an integer from 1 to 64" in capsys.readouterr().err
+
+
+def test_retino_help_is_plain_text_and_every_argument_says_what_it_is():
+    from retino.cli import parser
+
+    main = parser()
+    assert "``" not in main.format_help() and "`" not in main.description
+    commands = next(a for a in main._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help, f"retino {name} {action.option_strings or action.dest}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["preview", "eye.png", "--size", "7"], "--size: '7': must be an integer from 32 to 2048"),
+    (["predict", "--model", "m.pt", "photos", "--batch-size", "0"],
+     "--batch-size: '0': must be an integer from 1 to 4096"),
+    (["predict", "--model", "m.pt", "photos", "--workers", "-1"],
+     "--workers: '-1': must be an integer from 0 to 256"),
+    (["summary", "--format", "html"], "--format: invalid choice: 'html'")])
+def test_a_value_no_command_can_use_is_refused_before_any_work(argv, message, capsys):
+    from retino.cli import main
+
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_captions_keep_their_spaces():
+    # before: Pillow's default bitmap font drew "as downscaled" as "asdownscaled"
+    from retino.data.photos import caption_font
+
+    font = caption_font()
+    assert font.getlength("as downscaled") > font.getlength("asdownscaled") + 2
+
+
+def test_a_ctrl_c_in_any_stage_is_one_line_without_a_traceback(tmp_path):
+    script = tmp_path / "stage.py"
+    script.write_text("from retino.stage import run_stage\n"
+                      "def main():\n    raise KeyboardInterrupt\n"
+                      "run_stage(main)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 130 and "Traceback" not in result.stderr
+    assert " ".join(result.stderr.split()) == (
+        "interrupted (Ctrl-C): stage.py stopped; its outputs are written whole or not at "
+        "all, so none is half-written: run it again (`dvc repro`)")

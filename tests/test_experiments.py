@@ -4,10 +4,13 @@ run-cache, the field's recipe end to end, DVC's queue."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
+from PIL import Image
 
+from retino.report.revisions import revision_label, runs_at
 from tests.dvc_project import (RUNS, assert_exp_show_leads_with_every_headline, stored_history,
                                model_hashes, ran_stages, run)
 
@@ -24,6 +27,28 @@ def test_weighted_loss_experiment_reruns_training_not_data(repo):
     assert all(after[n]["weighted_loss"] is True for n in RUNS)
     assert any(after[n]["confusion_counts"] != before[n]["confusion_counts"] for n in RUNS)
     assert_exp_show_leads_with_every_headline(repo)  # now with an experiment row
+
+
+def test_one_png_sets_the_weighted_loss_beside_the_unweighted_one(repo):
+    """``retino compare-runs``: HEAD (unweighted) against the workspace, which holds the
+    weighted-loss experiment just run."""
+    output = run(repo, "python", "-m", "retino", "compare-runs")
+    assert "wrote out/compare-runs.png" in output
+    with Image.open(repo / "out" / "compare-runs.png") as figure:
+        assert figure.width > 1500 and figure.height > 900
+    labels = [revision_label(r, first) for first in [runs_at_in(repo, "HEAD")]
+              for r in (first, runs_at_in(repo, "workspace"))]
+    assert labels == ["HEAD", "workspace: train.weighted_loss=true"]
+    assert run(repo, "git", "status", "--porcelain", "out").strip() == ""  # git ignores it
+
+
+def runs_at_in(repo, revision):
+    cwd = os.getcwd()
+    os.chdir(repo)
+    try:
+        return runs_at(revision)
+    finally:
+        os.chdir(cwd)
 
 
 def test_an_experiment_that_repeats_train_params_gets_its_models_from_the_run_cache(repo):
@@ -88,3 +113,15 @@ def test_queued_experiments_run_one_after_another(repo):
               for commit in experiments for exp in commit.get("experiments") or []
               for rev in exp["revs"]]
     assert 8 in params
+
+
+def test_a_bad_value_set_with_s_says_that_params_yaml_now_holds_it_and_how_to_undo(repo):
+    output = run(repo, "dvc", "exp", "run", "-S", "train.weighted_loss=yes", ok=False)
+    said = " ".join(output.split())
+    assert "train.weighted_loss = 'yes': must be true or false" in said
+    assert "params.yaml now holds it: put the committed file back with `git checkout " \
+        "params.yaml`" in said
+    assert "weighted_loss: yes" in (repo / "params.yaml").read_text()  # DVC left it there
+    run(repo, "git", "checkout", "params.yaml")
+    assert "weighted_loss: false" in (repo / "params.yaml").read_text()
+    run(repo, "dvc", "exp", "run", "-S", "evaluate.batch_size=16", "check-params")

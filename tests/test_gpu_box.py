@@ -71,6 +71,10 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(from_the_comm
 
     output = _interrupt(repo, stage, resume_file, signal.SIGINT)  # Ctrl-C
     assert resume_file.is_file(), output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+    said = re.search(r"interrupted \(Ctrl-C\): train@resnet18-scratch stopped in epoch (\d+); "
+                     r"the next `dvc repro` resumes after epoch (\d+)", " ".join(output.split()))
+    assert said and int(said.group(1)) == int(said.group(2)) + 1, output
     assert not (repo / "models" / f"{name}.pt").exists()
     first = _resumed_after(_interrupt(repo, stage, resume_file, signal.SIGKILL))  # killed
     # As if the uninterrupted run above had never finished: the committed lock, and no

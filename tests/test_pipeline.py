@@ -3,6 +3,8 @@ repro, what `dvc metrics/exp/plots` show, and which params rerun which stages.""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import shutil
@@ -13,7 +15,7 @@ import pytest
 
 from retino.params import read_params_file
 from tests.dvc_project import (CODES, HEADLINE, RUNS, assert_exp_show_leads_with_every_headline,
-                               ran_stages, run, set_raw, widths)
+                               ran_stages, repo_env, run, set_raw, widths)
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +61,20 @@ def test_metrics_show_and_exp_show_lead_with_every_models_headline(repo):
 
 
 def test_summary_reprints_the_table_without_rerunning(repo):
-    output = run(repo, "python", "-m", "retino", "summary")
-    for name in RUNS:
-        assert name in output
-    assert "majority baseline" in output and "QWK" in output
+    result = subprocess.run(["python", "-m", "retino", "summary"], cwd=repo, text=True,
+                            capture_output=True, env=repo_env(repo))
+    for name in RUNS:  # on standard output: `retino summary > table.txt` keeps it
+        assert name in result.stdout
+    assert "majority baseline" in result.stdout and "QWK" in result.stdout
+    markdown = run(repo, "python", "-m", "retino", "summary", "--format", "markdown")
+    assert markdown == (repo / "metrics" / "summary.md").read_text()  # compare wrote it
+    assert "| model | acc % | QWK |" in markdown and "| resnet18-pretrained | " in markdown
+    rows = list(csv.DictReader(io.StringIO(run(repo, "python", "-m", "retino", "summary",
+                                               "--format", "csv"))))
+    assert [row["model"] for row in rows] == list(RUNS) and rows[0]["set"] == "test split"
+    report = json.loads((repo / "metrics" / f"{RUNS[0]}.json").read_text())
+    assert float(rows[0]["qwk"]) == pytest.approx(report["qwk"], abs=1e-4)
+    assert float(rows[0]["qwk_low"]) == pytest.approx(report["ci95"]["qwk"][0], abs=1e-4)
 
 
 def changed_stages_after(repo: Path, key: str, value: str) -> set[str]:
@@ -105,10 +117,11 @@ def test_plots_diff_draws_every_chart_offline(repo, tmp_path):
     assert '<meta charset="utf-8">' in html
     assert "cdn.jsdelivr" not in html and "<script src" not in html  # nothing fetched
     for title in ("test accuracy per epoch", "validation QWK per epoch",
-                  "learning rate per epoch", "resnet50-scratch, test split", "resnet18.png"):
+                  "training loss per epoch", "learning rate per epoch",
+                  "resnet50-scratch, test split", "resnet18.png"):
         assert title in html
     charts = html.count("vegaEmbed('#")
-    assert charts == 8  # four learning curves, four confusion matrices
+    assert charts == 9  # five learning curves, four confusion matrices
     dom = rendered_dom(page, tmp_path / "profile")
     drawn = dom.count('class="marks"')  # the canvas or svg vega-embed draws into
     assert drawn == charts, f"{drawn} of {charts} charts drew"
@@ -126,6 +139,8 @@ def test_a_params_typo_stops_repro_before_any_output_is_deleted(repo):
     params_file.write_text(original.replace("lr: 0.001", "lr: -0.001", 1))
     output = run(repo, "dvc", "repro", ok=False)
     assert "train.resnet18.lr = -0.001: must be a number > 0 and <= 10" in output
+    assert "params.yaml now holds it: put the committed file back with `git checkout " \
+        "params.yaml`" in " ".join(output.split())
     assert ran_stages(output) == {"check-params"}
     assert _model_files(repo) == before  # every model file still there, untouched
     params_file.write_text(original)

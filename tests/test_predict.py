@@ -143,6 +143,21 @@ def _images(count: int, rng: np.random.Generator, corner: tuple[int, int] | None
     return images
 
 
+def test_predict_on_a_folder_without_photos_names_it_and_what_it_looked_for(model_file,
+                                                                           tmp_path):
+    # failed before: "graded 0 photo(s)" and exit status 0
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photo here")
+    result = subprocess.run([sys.executable, "-m", "retino", "predict", "--model",
+                             str(model_file), str(tmp_path / "empty")],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    said = " ".join(result.stderr.split())
+    assert f"{tmp_path / 'empty'}: no photos in it or its subfolders (looked for .bmp, " \
+        ".gif, .jpeg, .jpg" in said
+    assert not (tmp_path / "out").exists()
+
+
 def test_grad_cam_peaks_where_the_evidence_is():
     """A model trained to tell photos with a bright square anywhere (grade 4) from photos
     as bright without one (grade 0) looks at the square, wherever it is put."""

@@ -85,7 +85,11 @@ def _result(name: str = "resnet18-pretrained", leakage: float = 0.0) -> ModelRes
                   "threshold": 0.12, "sensitivity": 95.0, "specificity": 90.0,
                   "validation_sensitivity": 97.5, "validation_specificity": 91.0}},
               "chosen_epoch": 6, "chosen_phase": "fine_tuning", "weighted_loss": False,
-              "test_patient_leakage_percent": leakage}
+              "test_patient_leakage_percent": leakage,
+              "confusion_counts": [[170, 5, 3, 0, 0], [6, 10, 2, 0, 0], [2, 1, 30, 1, 0],
+                                   [0, 0, 1, 4, 1], [0, 0, 0, 0, 2]],
+              "recall": {"0-none": 95.5, "1-mild": 55.6, "2-moderate": 88.2, "3-severe": 66.7,
+                         "4-proliferative": 100.0}}
     history = pd.DataFrame({"epoch": [1, 2], "acc_test": [80.0, 91.2]})
     return ModelResult(name, report, history)
 
@@ -140,7 +144,11 @@ def test_model_card_says_where_the_model_came_from_and_what_it_is_not():
                      "`train.resnet18.lr`: `0.001`", "git `1234abc + uncommitted changes`",
                      "md5 `abc123.dir`", "md5 `0a1b2c`", "| accuracy | 90.8 % [86.1, 94.5] |",
                      "| high sensitivity | 0.1200 | 97.5 / 91.0 % | 95.0 / 90.0 % |",
-                     "| test | 10 | 20 | 30 | 40 | 50 | 150 |", "(a patient-level split)"):
+                     "| test | 10 | 20 | 30 | 40 | 50 | 150 |", "(a patient-level split)",
+                     "| true \\ predicted | 0 none | 1 mild | 2 moderate | 3 severe | "
+                     "4 proliferative | images | recall |",
+                     "| 1 mild | 6 (0.33) | 10 (0.56) | 2 (0.11) | 0 (0.00) | 0 (0.00) | 18 | "
+                     "55.6 % |"):
         assert expected.lower() in card.lower(), expected
 
 

@@ -126,13 +126,19 @@ def test_skip_leaves_bad_inputs_out_and_lists_each(broken_lab, tmp_path):
     assert read_layout(tmp_path / "out")["train"].names == splits["train"].names
 
 
-def test_stop_lists_every_csv_problem_before_any_image_work(broken_lab, tmp_path):
-    lab, _ = broken_lab
+def test_stop_lists_every_problem_the_cheap_checks_find_before_any_image_work(broken_lab,
+                                                                             tmp_path):
+    # before: a stop on the CSV rows hid the missing and empty files until the next run
+    lab, expected = broken_lab
     source = read_source("lab", lab, resplit=False, test_fraction=0.3, seed=0)
-    with pytest.raises(DataError, match=r"2 bad input\(s\):\n.*row 6: label '7'.*\n.*duplicate"
+    with pytest.raises(DataError, match=r"4 bad input\(s\):\n.*row 6: label '7'.*\n.*duplicate"
                                         r"(.|\n)*data.on_bad_input: skip") as error:
         prepare_downscaled(source, tmp_path / "out", 32, 1, "stop")
-    assert "not found" not in str(error.value)  # the image pass never started
+    for name in list(expected)[:2]:  # missing and empty: found by listing the files
+        assert f"{name}.jpeg: {expected[name]}" in str(error.value)
+    assert "truncated" not in str(error.value)  # no photo was decoded
+    assert "photos that fail to decode are found once these are fixed, so more may " \
+        "follow" in str(error.value)
     assert not (tmp_path / "out").exists()
 
 

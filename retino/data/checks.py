@@ -36,16 +36,23 @@ class Problem:
 SKIPPED_REPORT = "metrics/skipped_inputs.csv"  # downscale-images' list of what it left out
 
 
-def stop_on(problems: Sequence[Problem], on_bad_input: str, report: str = SKIPPED_REPORT
-            ) -> None:
+# said when the cheap checks stop a stage: the costly one has not looked yet
+MORE_MAY_FOLLOW = ("these are what reading the CSVs and listing the files found; photos that "
+                   "fail to decode are found once these are fixed, so more may follow")
+
+
+def stop_on(problems: Sequence[Problem], on_bad_input: str, report: str = SKIPPED_REPORT,
+            more_may_follow: bool = False) -> None:
     """Raise one ``DataError`` listing ``problems`` unless the policy is ``skip``; the
-    message names ``report``, where ``skip`` would list them."""
+    message names ``report``, where ``skip`` would list them, and with
+    ``more_may_follow`` says that a later check may find more."""
     if not problems or on_bad_input == "skip":
         return
     lines = [str(p) for p in problems[:SHOWN]]
     if len(problems) > SHOWN:
         lines.append(f"... and {len(problems) - SHOWN} more")
     raise DataError(f"{len(problems)} bad input(s):\n  " + "\n  ".join(lines) +
+                    (f"\n{MORE_MAY_FOLLOW}" if more_may_follow else "") +
                     "\nfix them, or set data.on_bad_input: skip in params.yaml to leave "
                     f"them out (they are then listed in {report})")
 

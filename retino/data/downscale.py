@@ -5,9 +5,10 @@ a val split), ``train.npy``/``test.npy`` with the downscaled images in CSV order
 each image's fingerprint (``<mode>_fingerprints.npy``, ``retino.data.fingerprints``);
 an external set (``data/external/<source>/``, downscale-external) holds its test split
 alone. Bad inputs are
-found in three passes of rising cost: CSV rows, then missing or empty files, then
-images that fail to decode; with ``data.on_bad_input: stop`` the first pass that
-finds any stops the stage before the next, more expensive one starts.
+found in two steps: the cheap one (CSV rows, then missing or empty files) and the costly
+one (images that fail to decode); with ``data.on_bad_input: stop`` the cheap step lists
+every problem it finds before the costly one starts, and says that decoding may find
+more.
 """
 
 from __future__ import annotations
@@ -79,9 +80,8 @@ def prepare_downscaled(source: SourceData, out: Path, size: int, workers: int,
     ``DataError`` (naming ``report``, where ``skip`` would list them) and ``out``
     should be discarded by the caller.
     """
-    stop_on(source.problems, on_bad_input, report)
     splits, problems = missing_files(source, source.splits)
-    stop_on(problems, on_bad_input, report)
+    stop_on(source.problems + problems, on_bad_input, report, more_may_follow=True)
     out.mkdir(parents=True, exist_ok=True)
     written = {}
     for mode, split in splits.items():

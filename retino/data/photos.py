@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, UnidentifiedImageError
 
 from retino.errors import DataError
 
@@ -159,9 +159,16 @@ def input_preview(source: Path, size: int) -> Image.Image:
     return captioned_sheet(panels, columns=len(panels))
 
 
+def caption_font() -> ImageFont.ImageFont:
+    """Pillow's own scalable font (its default bitmap font draws a space as nothing:
+    "as downscaled" came out "asdownscaled")."""
+    return ImageFont.load_default(size=12)
+
+
 def captioned_sheet(panels: list[tuple[str, np.ndarray]], columns: int) -> Image.Image:
     """Square ``H x H x 3`` images in rows of ``columns``, each under its caption."""
     size, caption_height, gap = panels[0][1].shape[0], 18, 8
+    font = caption_font()
     rows = -(-len(panels) // columns)
     sheet = Image.new("RGB", (columns * (size + gap), rows * (size + caption_height + gap)),
                       "white")
@@ -169,5 +176,5 @@ def captioned_sheet(panels: list[tuple[str, np.ndarray]], columns: int) -> Image
         left = (index % columns) * (size + gap)
         top = (index // columns) * (size + caption_height + gap)
         sheet.paste(Image.fromarray(pixels), (left, top + caption_height))
-        ImageDraw.Draw(sheet).text((left + 2, top + 3), caption, fill=(0, 0, 0))
+        ImageDraw.Draw(sheet).text((left + 2, top + 2), caption, fill=(0, 0, 0), font=font)
     return sheet

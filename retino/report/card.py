@@ -193,7 +193,27 @@ def _metric_lines(report: dict, where: str = "Test split", scored: str = "test")
                   f"{number_text(p['validation_specificity'], 1)} % | "
                   f"{number_text(p['sensitivity'], 1)} / {number_text(p['specificity'], 1)} % |"
                   for name, p in points.items()]
-    return lines
+        lines.append("")
+    return lines + _confusion_lines(report)
+
+
+def _confusion_lines(report: dict) -> list[str]:
+    """The confusion matrix, each cell its count and its share of the true grade's
+    images, with each grade's images and recall (the lab's per-grade view)."""
+    counts = report["confusion_counts"]
+    names = [f"{g} {GRADES[g]}" for g in range(len(GRADES))]
+    lines = ["Confusion matrix: rows are the true grades, columns the predicted ones; each "
+             "cell is a count and its share of the row.", "",
+             "| true \\ predicted | " + " | ".join(names) + " | images | recall |",
+             "|---|" + "---:|" * (len(names) + 2)]
+    for grade, row in enumerate(counts):
+        total = sum(row)
+        cells = [f"{count} ({count / total:.2f})" if total else "0" for count in row]
+        recall = report["recall"][f"{grade}-{GRADES[grade]}"]
+        lines.append(f"| {names[grade]} | " + " | ".join(cells) + f" | {total} | "
+                     f"{'n/a' if recall is None else f'{recall:.1f} %'} |")
+    return lines + ["", "Recall n/a: no image of that grade in the set."
+                    if any(sum(row) == 0 for row in counts) else "", ""]
 
 
 def _external_lines(result: ModelResult, left_out: int | None) -> list[str]:

@@ -16,12 +16,15 @@ interval among them, is in ``metrics/<arch>-<init>.json``,
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Console
 
 from retino.grading import LearnedNothing, learned_nothing_text
 from retino.params import ARCHS, EXTERNAL_SPLIT_TEXT, INITS, run_code, run_name
@@ -280,20 +283,90 @@ def external_title(results: list[ModelResult]) -> str:
             f"[95 % interval, {first['resampled']} resampled]")
 
 
-def print_summary(results: list[ModelResult]) -> None:
-    """The summary table (and the external set's, when there is one), a line for each
-    model that learned nothing, and the leakage warning where there is leakage."""
-    print_table(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))
+@dataclass(frozen=True)
+class SummaryTable:
+    """One table of the summary: its title, column names and rows of text."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[list[str]]
+
+
+def summary_tables(results: list[ModelResult]) -> list[SummaryTable]:
+    """The test split's table, and the external set's when there is one."""
+    tables = [SummaryTable(summary_title(results), SUMMARY_COLUMNS, summary_rows(results))]
     if results[0].external is not None:
-        print_table(external_title(results), EXTERNAL_COLUMNS, external_rows(results))
+        tables.append(SummaryTable(external_title(results), EXTERNAL_COLUMNS,
+                                   external_rows(results)))
+    return tables
+
+
+def summary_notes(results: list[ModelResult]) -> list[tuple[str, bool]]:
+    """What the tables need said beside them, each with whether it is a warning: the
+    external set's photos of the training data, each verdict, the split's leakage."""
+    notes = []
+    if results[0].external is not None:
         shared = shared_training_text(results[0].external)
         if shared:
-            console.print(f"[yellow]{shared}[/]" if "are photos" in shared else shared,
-                          soft_wrap=True)
+            notes.append((shared, results[0].external["shared_with_training"]["images"] > 0))
     for result in results:
-        for verdict in (verdict_text(result), external_verdict_text(result)):
-            if verdict:
-                console.print(f"[bold yellow]{verdict}[/]", soft_wrap=True)
+        notes += [(verdict, True) for verdict in (verdict_text(result),
+                                                  external_verdict_text(result)) if verdict]
     warning = leakage_warning(results)
     if warning:
-        console.print(f"[yellow]{warning}[/]")
+        notes.append((warning, True))
+    return notes
+
+
+def print_summary(results: list[ModelResult], out: Console = console) -> None:
+    """The summary as rich tables, then its notes (warnings in yellow), on ``out``."""
+    for table in summary_tables(results):
+        print_table(table.title, table.columns, table.rows, out)
+    for note, warning in summary_notes(results):
+        out.print(f"[bold yellow]{note}[/]" if warning else note, soft_wrap=True,
+                  highlight=False)
+
+
+def summary_markdown(results: list[ModelResult]) -> str:
+    """The summary as Markdown, to paste into a report (``metrics/summary.md``)."""
+    lines = []
+    for table in summary_tables(results):
+        lines += [f"**{table.title[0].upper()}{table.title[1:]}**", "",
+                  "| " + " | ".join(table.columns) + " |",
+                  "|---|" + "---:|" * (len(table.columns) - 1)]
+        lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+        lines.append("")
+    lines += [f"{'**Warning:** ' if warning else ''}{note}\n" for note, warning in
+              summary_notes(results)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+CSV_FIGURES = ("acc", "qwk", "bacc", "ref_sens", "ref_spec", "ref_auc")
+
+
+def summary_csv(results: list[ModelResult]) -> str:
+    """The summary's figures as CSV, one row per model and set, each figure with its
+    interval's ends in columns of their own, for a spreadsheet or pandas."""
+    columns = ["model", "set", "images", *(f"{key}{end}" for key in CSV_FIGURES
+                                           for end in ("", "_low", "_high")),
+               "baseline_acc", "chosen_epoch", "weighted_loss", "learned_nothing"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for result in results:
+        reports = [("test split", result.report)]
+        if result.external is not None:
+            reports.append((result.external["source"], result.external))
+        for where, report in reports:
+            writer.writerow([result.name, where, report["test_images"],
+                             *(_csv_number(value) for key in CSV_FIGURES
+                               for value in (report[key],
+                                             *(report.get("ci95", {}).get(key) or (None,) * 2))),
+                             _csv_number(report["baseline_acc"]), report["chosen_epoch"],
+                             str(bool(report["weighted_loss"])).lower(),
+                             str(bool(report.get("learned_nothing"))).lower()])
+    return out.getvalue()
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4g}"

@@ -1,4 +1,5 @@
-"""Matplotlib figures: the confusion heatmap and the lab's "Result Comparison" chart."""
+"""Matplotlib figures: the confusion heatmap and the lab's "Result Comparison" chart
+(with the training loss beside it)."""
 
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def confusion_heatmap(counts: np.ndarray, title: str, path: str | Path) -> None:
 
 def result_comparison(arch: str, runs: dict, leakage_warning: str | None,
                       path: str | Path) -> None:
-    """The lab's chart: acc_train and acc_test per epoch, pretrained vs scratch.
+    """The lab's chart, acc_train and acc_test per epoch, pretrained vs scratch, beside
+    the training loss per epoch.
 
     ``runs`` maps ``pretrained``/``scratch`` to ``ModelResult``s. A star marks the
     epoch chosen on validation kappa; the dashed grey line is the majority baseline;
@@ -60,31 +62,40 @@ def result_comparison(arch: str, runs: dict, leakage_warning: str | None,
     extraction to fine-tuning (scratch runs have one phase), labelled just above the
     axes. The legend sits outside the axes, so nothing covers the curves.
     """
-    figure, axes = plt.subplots(figsize=(10, 5.6))
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(15, 5.6),
+                                            gridspec_kw={"width_ratios": [1.4, 1]})
     for init, result in runs.items():
         history, colour = result.history, MODEL_COLOURS.get(result.name)
-        axes.plot(history["epoch"], history["acc_train"], "o--", color=colour, alpha=0.7,
-                  label=f"{init}: train")
-        axes.plot(history["epoch"], history["acc_test"], "s-", color=colour,
-                  label=f"{init}: test")
+        accuracy.plot(history["epoch"], history["acc_train"], "o--", color=colour, alpha=0.7,
+                      label=f"{init}: train")
+        accuracy.plot(history["epoch"], history["acc_test"], "s-", color=colour,
+                      label=f"{init}: test")
         chosen = history.loc[history["epoch"] == result.report["chosen_epoch"]]
-        axes.plot(chosen["epoch"], chosen["acc_test"], "*", color=colour, markersize=18,
-                  markeredgecolor="black", label=f"{init}: epoch chosen on validation")
+        accuracy.plot(chosen["epoch"], chosen["acc_test"], "*", color=colour, markersize=18,
+                      markeredgecolor="black", label=f"{init}: epoch chosen on validation")
+        loss.plot(history["epoch"], history["train_loss"], "o-", color=colour,
+                  label=f"{init}: training loss")
     baseline = next(iter(runs.values())).report["baseline_acc"]
-    axes.axhline(baseline, color="grey", linestyle="--", linewidth=1.2,
-                 label=f"majority baseline {baseline:.1f} %")
-    _phase_boundary(axes, runs.get("pretrained"))
+    accuracy.axhline(baseline, color="grey", linestyle="--", linewidth=1.2,
+                     label=f"majority baseline {baseline:.1f} %")
+    for axes in (accuracy, loss):
+        _phase_boundary(axes, runs.get("pretrained"))
+        axes.set_xlabel("epoch")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.grid(alpha=0.3)
     weighted = {bool(r.report["weighted_loss"]) for r in runs.values()}
-    loss = {frozenset({True}): "class-weighted", frozenset({False}): "unweighted"}.get(
+    kind = {frozenset({True}): "class-weighted", frozenset({False}): "unweighted"}.get(
         frozenset(weighted), "mixed")
-    axes.set_title(f"Result comparison ({arch}), {loss} cross-entropy loss", pad=16)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("accuracy (%)")
-    axes.xaxis.get_major_locator().set_params(integer=True)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
+    accuracy.set_title(f"Result comparison ({arch}), {kind} loss", pad=16)
+    accuracy.set_ylabel("accuracy (%)")
+    loss.set_title(f"{arch}: training loss per epoch (mean over the epoch)", pad=16)
+    loss.set_ylabel("training loss")
+    handles = accuracy.get_legend_handles_labels()
+    loss_handles = loss.get_legend_handles_labels()
+    loss.legend(handles[0] + loss_handles[0], handles[1] + loss_handles[1], loc="upper left",
+                bbox_to_anchor=(1.02, 1.0), fontsize=9, frameon=False)
     if leakage_warning:
-        figure.text(0.01, -0.02, textwrap.fill(leakage_warning, 120), fontsize=9,
+        figure.text(0.01, -0.02, textwrap.fill(leakage_warning, 150), fontsize=9,
                     color="darkred", va="top")
     save_figure(figure, path)
 

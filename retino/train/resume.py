@@ -107,6 +107,7 @@ class ResumeFile:
 
     def __init__(self, path: str | Path, identity: RunIdentity):
         self.path, self.identity = Path(path), identity
+        self.saved_epochs = 0  # the epochs the state on disk holds (loaded or saved here)
 
     def load(self) -> ResumePoint | None:
         """The saved state of this very run, or None (absent, unreadable, or left by a
@@ -132,6 +133,7 @@ class ResumeFile:
                              best_epoch=saved["best_epoch"], best_state=saved["best_state"],
                              best_key=tuple(saved["best_key"]))
         console.print(f"[bold]resuming after epoch {len(result.history)}[/] from {self.path}")
+        self.saved_epochs = len(result.history)
         return ResumePoint(result, saved["model_state"], saved["optimizer_state"],
                            saved["schedule_state"], saved["average_state"])
 
@@ -145,6 +147,15 @@ class ResumeFile:
                  "schedule_state": training.schedule.state_dict(), "average_state": average}
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+        self.saved_epochs = len(result.history)
+
+    def stopped_text(self, stage: str) -> str:
+        """Where a stopped run stands, in one line: what the next ``dvc repro`` does."""
+        if not self.saved_epochs:
+            return (f"{stage} stopped in epoch 1, before any epoch was saved; the next "
+                    "`dvc repro` starts it again")
+        return (f"{stage} stopped in epoch {self.saved_epochs + 1}; the next `dvc repro` "
+                f"resumes after epoch {self.saved_epochs} ({self.path})")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
