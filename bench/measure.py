@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil  # installed with dvc
 import yaml
 
 from retino.params import read_params_file
@@ -113,6 +112,8 @@ class Measured:
 
 def _sample_tree(process: psutil.Process, high_water: dict[int, float]) -> float:
     """Resident MiB of ``process`` and its descendants now; updates each one's VmHWM."""
+    import psutil  # installed with dvc; only here, so the GPU box (no dvc) imports this file
+
     total = 0.0
     for member in [process, *process.children(recursive=True)]:
         try:
@@ -129,6 +130,8 @@ def run_measured(command: list[str], cwd: Path, env: dict | None = None) -> Meas
     Memory is sampled every 20 ms: the sum over the process tree, and each process's
     own high-water mark (monotonic, so only growth in its last 20 ms can be missed).
     """
+    import psutil
+
     log = cwd / f".measure-{os.getpid()}.log"
     with open(log, "w") as out:
         started = time.perf_counter()

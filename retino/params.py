@@ -69,6 +69,7 @@ class ComputeParams:
     loader_workers: int  # DataLoader worker processes of train and evaluate
     image_workers: int  # processes of synthesize and downscale-images; 0 = one per core
     compile: bool  # train: torch.compile the training step (CUDA only)
+    deterministic: bool  # train on CUDA: reproducible kernels, no cuDNN autotuner
 
 
 @dataclass(frozen=True)
@@ -228,7 +229,7 @@ SECTION_RULES: dict[str, dict[str, Callable[[Any], str | None]]] = {
     },
     "compute": {
         "device": _one_of(DEVICES), "loader_workers": WORKERS, "image_workers": WORKERS,
-        "compile": _boolean,
+        "compile": _boolean, "deterministic": _boolean,
     },
     "train": {
         "head": _one_of(HEADS), "regression_loss": _one_of(REGRESSION_LOSSES),
@@ -309,6 +310,12 @@ def _process_problems(train: dict, archs: dict, compute: dict) -> list[str]:
     if gpus == "all" and compute.get("device") == "cpu":
         problems.append("train.gpus = 'all' needs CUDA devices, but compute.device = 'cpu': "
                         "give a number of CPU processes")
+    if compute.get("compile") is True and (gpus == "all" or (_is_int(gpus) and gpus > 1)):
+        problems.append(f"compute.compile = true with train.gpus = {gpus!r}: the compiled "
+                        "DistributedDataParallel model breaks its graph at every "
+                        "SyncBatchNorm layer (open PyTorch issues), so compiling takes far "
+                        "longer and may fail; not measured on several GPUs yet: set "
+                        "compute.compile: false, or train.gpus: 1")
     processes = gpus if _is_int(gpus) else 1  # "all": at least one device
     for arch, section in archs.items():
         batch = section.get("batch_size")
@@ -431,7 +438,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
               "train.lr_schedule", "train.warmup_epochs", "train.optimizer", "train.ema",
               "train.label_smoothing", "train.gpus", "train.{arch}",
               "data.split_seed", "compute.device", "compute.loader_workers",
-              "compute.compile"),
+              "compute.compile", "compute.deterministic"),
     "evaluate": ("evaluate.batch_size", "evaluate.tta", "evaluate.pair_eyes",
                  "compute.device", "compute.loader_workers"),
     "downscale-external": ("external.split", "data.image_size", "data.preprocess",

@@ -39,25 +39,34 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[obje
 
 
 class EpochBar:
-    """One epoch's bar: images done, running loss and accuracy, images/s."""
+    """One epoch's bar: images done, running loss and accuracy, images/s. The images
+    advance it every step; the loss and accuracy (device numbers the host must wait
+    for) are shown when ``due``, at most every ``read_seconds``."""
 
-    def __init__(self, progress: Progress, task: int):
+    def __init__(self, progress: Progress, task: int, read_seconds: float):
         self._progress, self._task = progress, task
-        self._start = time.perf_counter()
-        self.images = self.correct = 0
-        self.loss_sum = 0.0
+        self._start = self._shown = time.perf_counter()
+        self._read_seconds = read_seconds
+        self.images = 0
 
-    def update(self, images: int, loss_sum: float, correct: int) -> None:
+    def advance(self, images: int) -> None:
         self.images += images
-        self.loss_sum += loss_sum
-        self.correct += correct
-        self._progress.update(self._task, advance=images, loss=self.loss_sum / self.images,
-                              acc=100.0 * self.correct / self.images,
-                              rate=self.images / max(time.perf_counter() - self._start, 1e-9))
+        self._progress.update(self._task, advance=images, rate=self.images / max(
+            time.perf_counter() - self._start, 1e-9))
+
+    def due(self) -> bool:
+        """Whether the loss and accuracy shown are older than ``read_seconds``."""
+        return time.perf_counter() - self._shown >= self._read_seconds
+
+    def show(self, loss_sum: float, correct: float) -> None:
+        """The running loss and accuracy of this process's images so far."""
+        self._shown = time.perf_counter()
+        self._progress.update(self._task, loss=loss_sum / max(self.images, 1),
+                              acc=100.0 * correct / max(self.images, 1))
 
 
 @contextlib.contextmanager
-def epoch_bar(description: str, total: int) -> Iterator[EpochBar]:
+def epoch_bar(description: str, total: int, read_seconds: float = 1.0) -> Iterator[EpochBar]:
     """A bar for one pass over ``total`` images showing loss, accuracy and speed."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
@@ -66,7 +75,7 @@ def epoch_bar(description: str, total: int) -> Iterator[EpochBar]:
         TimeElapsedColumn(), console=console, transient=False)
     with progress:
         task = progress.add_task(description, total=total, loss=0.0, acc=0.0, rate=0.0)
-        yield EpochBar(progress, task)
+        yield EpochBar(progress, task, read_seconds)
 
 
 class Stopwatch:

@@ -50,10 +50,9 @@ def run_stage(main: Callable[[], None]) -> None:
         sys.exit(1)
     except KeyboardInterrupt as interrupt:
         said = str(interrupt) if isinstance(interrupt, Stopped) else (
-            f"{Path(sys.argv[0]).name} stopped; its outputs are written whole or not at "
-            "all, so none is half-written: run it again (`dvc repro`)")
-        console.print(f"[bold yellow]interrupted (Ctrl-C):[/] {said}", highlight=False,
-                      soft_wrap=True)
+            f"{Path(sys.argv[0]).name} stopped by Ctrl-C; its outputs are written whole or "
+            "not at all, so none is half-written: run it again (`dvc repro`)")
+        console.print(f"[bold yellow]interrupted:[/] {said}", highlight=False, soft_wrap=True)
         sys.exit(INTERRUPTED)
 
 

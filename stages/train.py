@@ -12,7 +12,8 @@ train.validation_fraction, train.run_seed, train.augment (flips | field),
 train.lr_schedule (constant | cosine), train.warmup_epochs, train.optimizer (sgd |
 nesterov | adamw), train.ema, train.label_smoothing, train.gpus, train.<arch>
 (batch_size, lr, imagenet_weights, weights_file), data.split_seed, compute.device
-(auto | cpu | cuda), compute.loader_workers, compute.compile (CUDA only).
+(auto | cpu | cuda), compute.loader_workers, compute.compile (CUDA only),
+compute.deterministic (CUDA: reproducible kernels; recorded in the model file).
 """
 
 import argparse
@@ -55,19 +56,28 @@ def run_identity(args: argparse.Namespace, recorded: dict, device: torch.device,
         data=data_digest([args.stats, *sorted(args.data.iterdir())]))
 
 
-def this_process_device(params, arch: str) -> torch.device:
+def this_process_device(params, arch: str, name: str, model_out: Path) -> torch.device:
     """The device this process trains on; with train.gpus > 1 and no process group yet,
-    the stage starts again under torchrun instead and exits with its status."""
+    the stage starts again under torchrun instead and exits with its status (the
+    processes end with it: ``distributed.relaunch``)."""
     device = resolve_device(params.compute.device)  # fails before any work if cuda is missing
     check_compile(params.compute.compile, device, params.compute.device)
     processes = distributed.requested_processes(params.train.gpus, device)
     if processes > 1 and not distributed.active():  # one process per device, under torchrun
-        sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
+        console.print(f"train@{name}: {processes} processes under torchrun; they end with "
+                      "this stage (Ctrl-C, a SIGTERM or a kill of it stops them all)")
+        try:
+            sys.exit(distributed.relaunch(processes, __file__, sys.argv[1:]))
+        except KeyboardInterrupt:
+            raise Stopped(f"train@{name} stopped by Ctrl-C or SIGTERM with its {processes} "
+                          "processes (torchrun and every rank have ended); the next `dvc "
+                          "repro` resumes after the last epoch saved in "
+                          f"{resume_path(model_out)}, or starts again if none was") from None
     distributed.check_batch_size(f"train.{arch}.batch_size",
                                  getattr(params.train, arch).batch_size)
     device = distributed.start(device)
     console.quiet = not distributed.is_main()  # process 0 alone prints and writes
-    configure_backends(device)
+    configure_backends(device, params.compute.deterministic)
     return device
 
 
@@ -79,7 +89,7 @@ def main() -> None:
     pretrained = init == "pretrained"
     if pretrained:
         weights_enum(arch, arch_params.imagenet_weights)  # an unknown name stops here
-    device = this_process_device(params, arch)
+    device = this_process_device(params, arch, run_name(arch, init), args.model_out)
     stats = load_stats(args.stats)
     torch.manual_seed(train.run_seed)
     model = build_model(arch, pretrained, HEAD_OUTPUTS[train.head],

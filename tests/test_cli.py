@@ -128,5 +128,5 @@ def test_a_ctrl_c_in_any_stage_is_one_line_without_a_traceback(tmp_path):
                             cwd=ROOT, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 130 and "Traceback" not in result.stderr
     assert " ".join(result.stderr.split()) == (
-        "interrupted (Ctrl-C): stage.py stopped; its outputs are written whole or not at "
+        "interrupted: stage.py stopped by Ctrl-C; its outputs are written whole or not at "
         "all, so none is half-written: run it again (`dvc repro`)")

@@ -286,3 +286,30 @@ def test_sharded_scores_equal_one_process_scoring_of_process_0s_model(tmp_path):
     for rank in results:
         torch.testing.assert_close(torch.from_numpy(results[rank]["outputs"]),
                                    torch.from_numpy(alone), rtol=1e-5, atol=1e-6)
+
+
+# --- fewer images than processes ----------------------------------------------------
+
+def _score_few(rank: int) -> dict:
+    """Scores and stored features of 1 and 2 images on this world's processes."""
+    model = _small_model(5).eval()
+    scores = {}
+    for images in (1, 2):
+        loader = make_loader(_images(images, seed=4), 4, False, 0, CPU, shard=True)
+        actual, outputs = scored_outputs(model, loader, to_device(CPU), sharded=True)
+        scores[images] = (actual, outputs)
+    return scores
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_fewer_validation_or_test_images_than_processes_still_score(tmp_path, world):
+    # failed before: a process whose share was empty concatenated nothing and raised
+    results = _spawn(_score_few, world, tmp_path)
+    model = _small_model(5).eval()
+    for images in (1, 2):
+        _, alone = scored_outputs(model, make_loader(_images(images, seed=4), 4, False, 0, CPU),
+                                  to_device(CPU))
+        for rank in results:
+            actual, outputs = results[rank][images]
+            assert outputs.shape == (images, 5) and len(actual) == images
+            torch.testing.assert_close(torch.from_numpy(outputs), torch.from_numpy(alone))

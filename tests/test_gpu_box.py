@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from retino.train import distributed
 from tests.dvc_project import ran_stages, repo_env, run, set_raw, stored_history
 
 pytestmark = pytest.mark.slow
@@ -72,7 +74,7 @@ def test_interrupted_training_resumes_and_ends_as_if_never_stopped(from_the_comm
     output = _interrupt(repo, stage, resume_file, signal.SIGINT)  # Ctrl-C
     assert resume_file.is_file(), output
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
-    said = re.search(r"interrupted \(Ctrl-C\): train@resnet18-scratch stopped in epoch (\d+); "
+    said = re.search(r"interrupted: train@resnet18-scratch stopped by Ctrl-C in epoch (\d+); "
                      r"the next `dvc repro` resumes after epoch (\d+)", " ".join(output.split()))
     assert said and int(said.group(1)) == int(said.group(2)) + 1, output
     assert not (repo / "models" / f"{name}.pt").exists()
@@ -123,6 +125,66 @@ def test_a_train_stage_on_two_cpu_processes_ends_like_one(from_the_commit):
     checkpoint = torch.load(repo / "models" / f"{name}.pt", weights_only=True)
     assert not any(key.startswith("module.") for key in checkpoint["state_dict"])
     assert not (repo / "models" / f"{name}.resume.pt").exists()
+
+
+def _two_process_stage(repo: Path) -> tuple[subprocess.Popen, list[str]]:
+    """The train stage itself (no dvc) with train.gpus: 2 on the CPU, long enough to be
+    stopped in the middle, in a session of its own (a terminal's foreground group);
+    returned once both ranks have saved a resume state, with its output so far."""
+    params_file = repo / "params.yaml"
+    text = set_raw(params_file.read_text(), "compute.device", "cpu")
+    text = set_raw(set_raw(text, "train.gpus", "2"), "train.epochs_fine_tuning", "40")
+    params_file.write_text(set_raw(text, "compute.loader_workers", "0"))
+    resume_file = repo / "models" / "tree.resume.pt"
+    resume_file.unlink(missing_ok=True)  # left by an earlier test's stopped run
+    stage = subprocess.Popen(
+        [sys.executable, "stages/train.py", "--arch", "resnet18", "--init", "scratch",
+         "--data", "data/downscaled", "--stats", "metrics/data_stats.json", "--model-out",
+         "models/tree.pt"], cwd=repo, env=repo_env(repo), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output: list[str] = []
+    threading.Thread(target=lambda: output.extend(stage.stdout), daemon=True).start()
+    deadline = time.monotonic() + 300
+    while not resume_file.exists() and stage.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stage.poll() is None and resume_file.exists(), "".join(output)
+    return stage, output
+
+
+def _group(stage: subprocess.Popen) -> list[int]:
+    """torchrun and its ranks: the stage's child and the child's children."""
+    launchers = distributed.child_processes(stage.pid)
+    return launchers + [rank for pid in launchers for rank in distributed.child_processes(pid)]
+
+
+def _all_ended(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(distributed.alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(distributed.alive(pid) for pid in pids)
+
+
+def test_killing_the_stage_ends_torchrun_and_every_rank(from_the_commit):
+    # failed before: torchrun and its ranks kept training after the stage was killed
+    stage, output = _two_process_stage(from_the_commit)
+    group = _group(stage)
+    assert len(group) == 3, (group, "".join(output))  # torchrun and two ranks
+    stage.kill()
+    stage.wait()
+    assert _all_ended(group, 15), [pid for pid in group if distributed.alive(pid)]
+
+
+def test_ctrl_c_ends_every_rank_within_seconds_and_says_so_in_one_line(from_the_commit):
+    stage, output = _two_process_stage(from_the_commit)
+    group = _group(stage)
+    os.killpg(stage.pid, signal.SIGINT)  # as a terminal sends it to its foreground group
+    assert stage.wait(timeout=30) == 130
+    assert _all_ended(group, 15), [pid for pid in group if distributed.alive(pid)]
+    said = " ".join("".join(output).split())
+    assert "2 processes under torchrun; they end with this stage" in said
+    assert "interrupted: train@resnet18-scratch stopped by Ctrl-C or SIGTERM with its 2 " \
+        "processes (torchrun and every rank have ended)" in said
+    assert "Traceback" not in said
 
 
 def commit_and_push(clone: Path, message: str) -> None:

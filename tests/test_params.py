@@ -285,6 +285,11 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"train.gpus": "all", "compute.device": "cpu"}, "train.gpus = 'all' needs CUDA"),
     ({"compute.compile": True, "compute.device": "cpu"},
      "compute.compile = true with compute.device = 'cpu': torch.compile is for the CUDA"),
+    ({"compute.compile": True, "compute.device": "cuda", "train.gpus": 2},
+     "compute.compile = true with train.gpus = 2: the compiled DistributedDataParallel "
+     "model breaks its graph at every SyncBatchNorm layer"),
+    ({"compute.compile": True, "train.gpus": "all"}, "compute.compile = true with "
+     "train.gpus = 'all'"),
     ({"synthesize.patients": 10, "train.validation_fraction": 0.05},
      "train.validation_fraction = 0.05 (drawn with data.split_seed = 0) holds out 0"),
     ({"synthesize.patients": 10, "synthesize.test_fraction": 0.05}, "leaves no test images"),

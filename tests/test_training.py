@@ -1,4 +1,5 @@
 import dataclasses
+import os
 import warnings
 
 import numpy as np
@@ -316,3 +317,78 @@ def test_the_chosen_epoch_and_validation_scores_ignore_the_test_images(data):
     validation = [[(r.val_qwk, r.val_acc) for r in run.history] for run in runs]
     assert validation[0] == validation[1] and runs[0].best_epoch == runs[1].best_epoch
     assert [r.acc_test for r in runs[0].history] != [r.acc_test for r in runs[1].history]
+
+
+# --- CUDA settings that a CPU machine can still check --------------------------------
+
+@pytest.fixture
+def cuda_flags():
+    """The backend flags as they were, restored after the test."""
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic,
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2:4]
+    if saved[4] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def test_compute_deterministic_makes_cuda_reproducible_and_is_recorded(cuda_flags):
+    device_module.configure_backends(torch.device("cuda"), deterministic=True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    device_module.configure_backends(torch.device("cuda"), deterministic=False)
+    assert torch.backends.cudnn.benchmark  # the autotuner, when reproducibility is not asked
+    from retino.params import declared_keys
+    assert "compute.deterministic" in declared_keys("train", "resnet18")  # in the model file
+
+
+def test_scoring_runs_in_true_float32_and_the_training_step_keeps_tf32():
+    # failed before: this torch lets cuDNN convolutions use TF32 by default, scoring too
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, inputs):
+            seen.append(torch.backends.cudnn.conv.fp32_precision)
+            return inputs.flatten(1)[:, :5]
+
+    before = torch.backends.cudnn.conv.fp32_precision
+    loader = make_loader(TensorDataset(torch.randn(4, 3, 4, 4), torch.zeros(4, dtype=torch.long)),
+                         2, False, 0, CPU)
+    loop.predict_logits(Probe(), loader, CPU)
+    assert seen == ["ieee", "ieee"]
+    assert torch.backends.cudnn.conv.fp32_precision == before  # restored for training
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(monkeypatch):
+    """The loss and the right answers add up on the device; with the bar's refresh
+    interval out of reach, one read per epoch however many steps (the DataLoader's own
+    draw of its seed, once an epoch on the CPU, is the only other ``item``)."""
+    monkeypatch.setattr(loop, "READ_SECONDS", 1e9)
+    original, item = loop.read_numbers, torch.Tensor.item
+    counts = {"reads": 0, "items": 0}
+
+    def counted(key, call):
+        def wrapper(*args):
+            counts[key] += 1
+            return call(*args)
+        return wrapper
+    monkeypatch.setattr(loop, "read_numbers", counted("reads", original))
+    monkeypatch.setattr(torch.Tensor, "item", counted("items", item))
+    seen = []
+    for images in (40, 80):  # 10 and 20 steps
+        counts.update(reads=0, items=0)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+        data = TensorDataset(torch.randn(images, 3, 2, 2), torch.randint(0, 5, (images,)))
+        loader = make_loader(data, 4, True, 0, CPU, seed=1)
+        set_epoch(loader, 0)
+        loss, accuracy = loop.train_one_epoch(
+            model, loader, make_criterion([1.0, 2, 3, 4, 5], CPU),
+            torch.optim.SGD(model.parameters(), lr=0.1), inputs.to_device(CPU), "epoch")
+        assert np.isfinite(loss) and 0 <= accuracy <= 100
+        seen.append(dict(counts))
+    assert seen[0] == seen[1] and seen[0]["reads"] == 1 and seen[0]["items"] <= 1, seen

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional
 
 from retino.grading import GRADES
+from retino.train.device import full_precision
 
 MIN_SIDE = 256  # px of an overlay picture
 MIN_POSITIONS = 6  # a side of the explained block's map
@@ -44,7 +45,7 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target: torch.Tensor | None
     handles = [getattr(model, name).register_forward_hook(keeper(name)) for name in BLOCKS]
     model.eval()
     try:
-        with torch.enable_grad():  # callers may score under no_grad
+        with torch.enable_grad(), full_precision():  # callers may score under no_grad
             outputs = model(images.detach())
             if target is None:
                 target = outputs.argmax(dim=1)

@@ -9,7 +9,10 @@ matrix), tensor ops for the colour, never a loop over images nor PIL, so the GPU
 path stays as fast as the arrays allow.
 
 The draws come from the same per-epoch generator as the lab's flips (seeded by
-``train.run_seed`` and the epoch), flips first, so a resumed run continues exactly.
+``train.run_seed`` and the epoch), flips first, so a resumed run continues exactly (bit
+for bit on the CPU; on CUDA with ``compute.deterministic``). They reach the device in
+one non-blocking copy per batch, and the constants of the colour step are made once
+per device, so the step never waits for the device.
 Outside the eye the photo stays black: the rotation fills with zeros (black before
 the normalisation), not with edge pixels, and the colour changes are confined to
 the eye by a mask that travels through the same resampling.
@@ -28,7 +31,7 @@ import torch
 from torch.nn import functional
 
 from retino.train.device import memory_format
-from retino.train.inputs import ToModel, epoch_generator, flip_draws
+from retino.train.inputs import ToModel, epoch_generator, flip_draws, to_device_async
 
 # The ranges drawn from, uniformly (each value of an image independent of the others)
 ROTATION_DEGREES = 360.0  # any angle: the eye has no upright
@@ -59,7 +62,10 @@ class FieldDraws(NamedTuple):
     hue: torch.Tensor  # of a full turn
 
     def to(self, device: torch.device) -> "FieldDraws":
-        return FieldDraws(*(value.to(device) for value in self))
+        """The draws on ``device``, in one copy that does not wait for it."""
+        packed = to_device_async(torch.stack([value.to(torch.float64) for value in self]),
+                                 device)
+        return FieldDraws(packed[0] > 0.5, packed[1] > 0.5, *packed[2:])
 
 
 def _between(uniform: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -106,16 +112,29 @@ def sampling_grid_matrices(draws: FieldDraws) -> torch.Tensor:
     return torch.cat([inverse, offset], dim=-1)
 
 
+_CONSTANTS: dict[tuple[str, str, torch.dtype], torch.Tensor] = {}
+
+
+def _constant(name: str, values: list, like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a tensor on ``like``'s device and dtype, made once per device."""
+    key = (name, str(like.device), like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype).to(like.device)
+    return _CONSTANTS[key]
+
+
+HUE_AXIS = [[1 / 3] * 3] * 3  # the outer product of the grey axis (1, 1, 1) / sqrt(3)
+HUE_CROSS = [[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]  # its cross-product matrix
+
+
 def _hue_rotations(hue: torch.Tensor) -> torch.Tensor:
     """``N x 3 x 3`` RGB matrices turning each colour about the grey axis by ``hue``
     turns (black, white and greys stay as they are)."""
     turn = hue * (2.0 * math.pi)
     cos, sin = torch.cos(turn).view(-1, 1, 1), torch.sin(turn).view(-1, 1, 1)
-    axis = torch.full((3,), 1.0 / math.sqrt(3.0), dtype=hue.dtype, device=hue.device)
-    cross = torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]],
-                         dtype=hue.dtype, device=hue.device) / math.sqrt(3.0)
-    outer = torch.outer(axis, axis)
-    eye = torch.eye(3, dtype=hue.dtype, device=hue.device)
+    cross = _constant("hue cross", HUE_CROSS, hue) / math.sqrt(3.0)
+    outer = _constant("hue axis", HUE_AXIS, hue)
+    eye = _constant("identity", torch.eye(3).tolist(), hue)
     return cos * eye + sin * cross + (1.0 - cos) * outer  # Rodrigues' formula
 
 
@@ -130,7 +149,7 @@ def recoloured(pixels: torch.Tensor, eye: torch.Tensor, draws: FieldDraws) -> to
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.to(pixels.dtype).view(-1, 1, 1, 1)
 
-    grey_weights = torch.tensor(GREY, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    grey_weights = _constant("grey", list(GREY), pixels).view(1, 3, 1, 1)
     changed = pixels * per_image(draws.brightness)
     grey = (changed * grey_weights).sum(dim=1, keepdim=True)
     eye_mean = (grey * eye).sum(dim=(2, 3), keepdim=True) / eye.sum(dim=(2, 3),

@@ -1,9 +1,12 @@
-"""Device choice and the CUDA-only speed settings (bf16 autocast, channels_last)."""
+"""Device choice, the CUDA-only speed settings (bf16 autocast, channels_last, cuDNN's
+autotuner), reproducibility on CUDA when asked (``compute.deterministic``) and true
+float32 while scoring."""
 
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+import os
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -46,7 +49,48 @@ def memory_format(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def configure_backends(device: torch.device) -> None:
-    if device.type == "cuda":
-        # fixed input sizes, so cuDNN's autotuner pays off after the first batch
+# cuBLAS' reproducible workspace (NVIDIA's cuBLAS docs); read when cuBLAS starts
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def configure_backends(device: torch.device, deterministic: bool = False) -> None:
+    """cuDNN's autotuner on CUDA (fixed input sizes: it pays off after the first batch),
+    or, with ``deterministic`` (``compute.deterministic``), reproducible CUDA kernels:
+    PyTorch's deterministic algorithms (an op without one warns, it does not stop the
+    run), no autotuner, cuBLAS' fixed workspace. Call it before any CUDA work. On the
+    CPU nothing changes: its kernels give the same results run after run already."""
+    if device.type != "cuda":
+        return
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    else:
         torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def full_precision() -> Iterator[None]:
+    """True float32 while scoring: this torch lets cuDNN's convolutions use TF32 (a
+    10-bit mantissa) on CUDA by default, so "fp32" outputs, stored features and
+    Grad-CAM maps would not be. Sets convolutions and matrix products to IEEE float32
+    (PyTorch's fp32_precision settings) for the block and restores them after, so the
+    training step keeps its speed. On the CPU it changes nothing."""
+    if not hasattr(torch.backends.cudnn, "conv"):  # a torch before the fp32_precision API
+        saved = torch.backends.cudnn.allow_tf32
+        torch.backends.cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32 = saved
+        return
+    settings = (torch.backends.cudnn.conv, torch.backends.cuda.matmul)
+    saved = [setting.fp32_precision for setting in settings]
+    for setting in settings:
+        setting.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        for setting, value in zip(settings, saved):
+            setting.fp32_precision = value

@@ -23,16 +23,26 @@ What stays one recipe, whatever the number of processes:
 * only process 0 prints, writes the model, the history and the resume state.
 
 A process that fails ends the whole run: torchrun stops the others and reports the
-failing rank's error. Several machines: run torchrun yourself on each, with
-``--nnodes``, ``--node-rank`` and ``--rdzv-endpoint``; the stage sees the process
-group torchrun made and does not relaunch.
+failing rank's error. The group ends with its stage, however the stage ends: a Ctrl-C
+or a SIGTERM makes the stage end torchrun and every rank within seconds (a rank blocked
+in a collective included); a stage killed outright takes torchrun with it (the kernel's
+parent-death signal), and each rank ends itself once torchrun is gone (a watchdog
+thread), so no process keeps the devices or writes a resume file after its stage.
+Several machines: run torchrun yourself on each, with ``--nnodes``, ``--node-rank`` and
+``--rdzv-endpoint``; the stage sees the process group torchrun made and does not
+relaunch.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -85,16 +95,110 @@ def check_batch_size(key: str, batch_size: int) -> None:
 
 
 def relaunch(processes: int, script: str, arguments: Sequence[str]) -> int:
-    """Run ``script`` again under torchrun with ``processes`` processes; its exit status."""
+    """Run ``script`` again under torchrun with ``processes`` processes; its exit status.
+
+    torchrun runs in a session of its own, so that a Ctrl-C reaches this stage alone,
+    which then ends the whole group itself (``end_group``) instead of leaving torchrun
+    to print its own traceback; a SIGTERM is handled alike."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc-per-node={processes}", script, *arguments]
-    return subprocess.run(command, check=False).returncode
+    torchrun = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return torchrun.wait()
+    except KeyboardInterrupt:
+        end_group(torchrun)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_parent() -> None:
+    """In torchrun's process, before it starts: the kernel kills it when the stage
+    that started it dies, even by SIGKILL (Linux; elsewhere nothing happens)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+GRACE_SECONDS = 10  # a rank's time to end after SIGTERM before SIGKILL
+
+
+def end_group(torchrun: subprocess.Popen) -> None:
+    """End torchrun and every rank it started: torchrun first (killed, so that it
+    neither restarts the ranks nor reports them failed), then each rank's process
+    group (torchrun gives each rank a session of its own) with SIGTERM, and SIGKILL for
+    any still there after ``GRACE_SECONDS``."""
+    ranks = child_processes(torchrun.pid)
+    torchrun.kill()
+    torchrun.wait()
+    _signal_groups(ranks, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
+    while any(alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_groups([pid for pid in ranks if alive(pid)], signal.SIGKILL)
+
+
+def _signal_groups(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def child_processes(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while we looked
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+WATCH_SECONDS = 1.0
+
+
+def end_with_launcher() -> None:
+    """In a rank started by torchrun: a watchdog thread that ends this process once
+    torchrun is gone (this process then has another parent), whatever it is blocked in."""
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(WATCH_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-torchrun", daemon=True).start()
 
 
 def start(device: torch.device) -> torch.device:
     """Join the process group torchrun set up; the device this process trains on."""
     if not active():
         return device
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun (the stage's relaunch)
+        end_with_launcher()
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
@@ -115,15 +219,19 @@ def shard(indices: Sequence[int]) -> list[int]:
 
 
 def gather_shards(local: np.ndarray) -> np.ndarray:
-    """The arrays each process computed on ``shard(range(n))``, put back in order."""
+    """The arrays each process computed on ``shard(range(n))``, put back in order. A
+    process whose share was empty (fewer images than processes) sends an empty array,
+    whose shape the others' pieces settle."""
     if not active():
         return local
     pieces: list = [None] * world_size()
     dist.all_gather_object(pieces, local)
     total = sum(len(piece) for piece in pieces)
-    whole = np.empty((total, *local.shape[1:]), dtype=local.dtype)
+    shaped = next((piece for piece in pieces if len(piece)), local)
+    whole = np.empty((total, *shaped.shape[1:]), dtype=shaped.dtype)
     for index, piece in enumerate(pieces):
-        whole[index::world_size()] = piece
+        if len(piece):
+            whole[index::world_size()] = piece
     return whole
 
 
@@ -156,11 +264,11 @@ def rank_seed(seed: int) -> int:
     return seed + 1_000_003 * rank()
 
 
-def sum_over_ranks(values: list[float]) -> list[float]:
-    """``values`` added up over every process (itself when alone)."""
+def sum_tensor_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """``values`` (on this process's device) added up over every process, on the
+    device: no host read (itself when alone)."""
     if not active():
         return values
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors
-    total = torch.tensor(values, dtype=torch.float64, device=device)
+    total = values.clone()
     dist.all_reduce(total)
-    return total.tolist()
+    return total

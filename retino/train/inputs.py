@@ -10,7 +10,8 @@ channels_last layout, so on the GPU the conversion copies straight across.
 
 Every epoch draws its shuffling order and flips from generators seeded with
 (``train.run_seed``, epoch), not from a stream that earlier epochs advanced, so a
-run resumed after epoch k continues exactly as if it had never stopped.
+run resumed after epoch k continues exactly as if it had never stopped: bit for bit
+on the CPU; on CUDA, when ``compute.deterministic`` makes its kernels reproducible.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ class ToModel:
         out.copy_(images)
         for flipped, dim in ((horizontal, 3), (vertical, 2)):
             if any(flipped):
-                chosen = torch.tensor(flipped, device=self.device).view(-1, 1, 1, 1)
+                chosen = to_device_async(torch.tensor(flipped), self.device).view(-1, 1, 1, 1)
                 out = torch.where(chosen, out.flip(dim), out)
         out = out.mul_(self.scale).add_(self.shift)
         return out.contiguous(memory_format=memory_format(self.device))
@@ -155,6 +156,15 @@ class ToModel:
         while len(self._buffers) > BUFFERED_SHAPES:
             self._buffers.pop(next(iter(self._buffers)))
         return pair[0]
+
+
+def to_device_async(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor on ``device`` without waiting for the device: on CUDA through
+    pinned memory and a non-blocking copy (a copy from ordinary memory waits until the
+    device has finished everything queued before it)."""
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def flip_draws(count: int, generator: torch.Generator | None) -> tuple[list[bool], list[bool]]:

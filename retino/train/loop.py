@@ -1,8 +1,13 @@
 """The loops: one training epoch, scoring, and the stored features of the frozen backbone.
 
 Only the training step runs under bf16 autocast (on CUDA). Scoring and the stored
-features run in float32: bf16 keeps 8 bits of mantissa, so logits of close
-classes tie, which moves the argmax and the ranking behind the referable AUC.
+features run in true float32 (``full_precision``: not TF32 either): bf16 keeps 8 bits
+of mantissa and TF32 10, so logits of close classes tie, which moves the argmax and
+the ranking behind the referable AUC.
+
+The training step keeps the host out of the device's way: the loss and the count of
+right answers add up on the device, and the host reads them only to refresh the
+progress bar (at most once every ``READ_SECONDS``) and at the end of the epoch.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
                             quadratic_weighted_kappa)
 from retino.progress import epoch_bar
-from retino.train.device import autocast
+from retino.train.device import autocast, full_precision
 from retino.train import distributed
 from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
@@ -32,9 +37,9 @@ class Score(NamedTuple):
 
 def summed_weights(weight: torch.Tensor | None, grades: torch.Tensor) -> torch.Tensor:
     """The denominator of a batch's mean loss: its images' class weights added up, or its
-    image count when the loss is unweighted."""
+    image count when the loss is unweighted (filled on the device, not copied there)."""
     if weight is None:
-        return torch.tensor(float(len(grades)), device=grades.device)
+        return torch.full((), float(len(grades)), device=grades.device)
     return weight[grades].sum()
 
 
@@ -119,8 +124,9 @@ def make_criterion(class_weights: Iterable[float] | None, device: torch.device,
 
 
 def batch_loss(criterion: nn.Module, outputs: torch.Tensor, grades: torch.Tensor,
-               sharded: bool = False) -> tuple[torch.Tensor, float]:
-    """The loss to backpropagate for one batch, and what it adds to the epoch's loss sum.
+               sharded: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to backpropagate for one batch, and what it adds to the epoch's loss sum
+    (a float64 tensor on the device: nothing is read back to the host here).
 
     On one process: the criterion's mean, and that mean times the batch's images. With
     ``sharded`` (this process holds its share of a batch of several processes), the
@@ -132,20 +138,26 @@ def batch_loss(criterion: nn.Module, outputs: torch.Tensor, grades: torch.Tensor
     one-process sum."""
     if not sharded:
         loss = criterion(outputs, grades)
-        return loss, loss.item() * len(grades)
+        return loss, loss.detach().double() * len(grades)
     total, denominator = criterion.parts(outputs, grades)
-    batch_denominator, batch_images = distributed.sum_over_ranks(
-        [float(denominator), float(len(grades))])
-    loss = total * (distributed.world_size() / batch_denominator)
-    return loss, total.item() / batch_denominator * batch_images
+    images = torch.full((), float(len(grades)), dtype=torch.float64, device=grades.device)
+    batch_denominator, batch_images = distributed.sum_tensor_over_ranks(
+        torch.stack([denominator.detach().double(), images]))
+    loss = total * (distributed.world_size() / batch_denominator).to(total.dtype)
+    return loss, total.detach().double() / batch_denominator * batch_images
+
+
+_CUTS: dict[tuple[str, torch.dtype], torch.Tensor] = {}  # DEFAULT_CUTS on each device
 
 
 def batch_grades(outputs: torch.Tensor) -> torch.Tensor:
     """Grades of a batch during training: the highest logit, or the regression score cut
     halfway between grades (the tuned cut-points come after training)."""
     if outputs.shape[1] == 1:
-        cuts = torch.tensor(DEFAULT_CUTS, device=outputs.device, dtype=outputs.dtype)
-        return torch.bucketize(outputs[:, 0].detach(), cuts, right=True)
+        key = (str(outputs.device), outputs.dtype)
+        if key not in _CUTS:  # made once: a new tensor would copy to the device every step
+            _CUTS[key] = torch.tensor(DEFAULT_CUTS, dtype=outputs.dtype).to(outputs.device)
+        return torch.bucketize(outputs[:, 0].detach(), _CUTS[key], right=True)
     return outputs.argmax(dim=1)
 
 
@@ -155,9 +167,13 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
                     after_step: Callable[[], None] | None = None) -> tuple[float, float]:
     """One pass over ``loader``; returns (mean loss, running accuracy in %), over every
     process's share when ``sharded``. ``after_step`` runs after every optimizer step
-    (the learning-rate schedule, the weights' moving average)."""
+    (the learning-rate schedule, the weights' moving average). The loss and the right
+    answers add up on the device; the host reads them for the bar at most every
+    ``READ_SECONDS`` and once at the end."""
     device = next(model.parameters()).device
-    with epoch_bar(description, loader_images(loader)) as bar:
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    with epoch_bar(description, loader_images(loader), READ_SECONDS) as bar:
         for inputs, labels in loader:
             inputs = prepare(inputs)
             labels = labels.to(device, non_blocking=True)
@@ -169,26 +185,53 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, criterion: nn.Module,
             optimizer.step()
             if after_step is not None:
                 after_step()
-            correct = int((batch_grades(logits.float()) == labels).sum())
-            bar.update(len(labels), loss_part, correct)
-    loss_sum, correct, images = bar.loss_sum, bar.correct, bar.images
-    if sharded:
-        distributed.share_main_buffers(model)  # the model process 0 saves, everywhere
-        loss_sum, correct, images = distributed.sum_over_ranks([loss_sum, correct, images])
-    return loss_sum / images, 100.0 * correct / images
+            loss_sum += loss_part
+            correct += (batch_grades(logits.detach().float()) == labels).sum()
+            bar.advance(len(labels))
+            if bar.due():
+                bar.show(*read_numbers(loss_sum, correct))
+        images = bar.images
+        totals = torch.stack([loss_sum, correct.double(),
+                              torch.full((), float(images), dtype=torch.float64,
+                                         device=device)])
+        if sharded:
+            distributed.share_main_buffers(model)  # the model process 0 saves, everywhere
+            totals = distributed.sum_tensor_over_ranks(totals)
+        numbers = read_numbers(loss_sum, correct, *totals)
+        bar.show(*numbers[:2])
+    loss_total, right, images = numbers[2:]
+    return loss_total / images, 100.0 * right / images
+
+
+READ_SECONDS = 1.0  # the running loss and accuracy reach the host at most this often
+
+
+def read_numbers(*values: torch.Tensor) -> list[float]:
+    """Device scalars as host numbers, in one read: the one place the training loop
+    waits for the device."""
+    return torch.stack([value.double() for value in values]).tolist()
 
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
                    prepare: Prepare | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(actual labels, logits) over ``loader`` in eval mode, computed in float32."""
+    """(actual labels, logits) over ``loader`` in eval mode, computed in float32; empty
+    arrays for a loader with nothing to hand (a process's share of fewer images than
+    processes)."""
     prepare = prepare or to_device(device)
     model.eval()
     labels, outputs = [], []
-    for inputs, batch_labels in loader:
-        outputs.append(model(prepare(inputs).float()).cpu())
-        labels.append(batch_labels)
-    return torch.cat(labels).numpy(), torch.cat(outputs).numpy()
+    with full_precision():
+        for inputs, batch_labels in loader:
+            outputs.append(model(prepare(inputs).float()).cpu())
+            labels.append(batch_labels)
+    return _joined(labels, np.int64), _joined(outputs, np.float32)
+
+
+def _joined(pieces: list[torch.Tensor], dtype: type) -> np.ndarray:
+    """The batches' tensors one after the other, or an empty array when there were none
+    (its shape then comes from the other processes' pieces: ``gather_shards``)."""
+    return torch.cat(pieces).numpy() if pieces else np.empty((0,), dtype=dtype)
 
 
 def scored_outputs(model: nn.Module, loader: DataLoader, prepare: Prepare,
@@ -218,10 +261,11 @@ def extract_features(model: nn.Module, loader: DataLoader, prepare: Prepare,
     with ``sharded``, every process's share gathered, so each holds all of them."""
     model.eval()
     features, labels = [], []
-    for inputs, batch_labels in loader:
-        features.append(backbone_features(model, prepare(inputs)).cpu())
-        labels.append(batch_labels)
-    features, labels = torch.cat(features).numpy(), torch.cat(labels).numpy()
+    with full_precision():
+        for inputs, batch_labels in loader:
+            features.append(backbone_features(model, prepare(inputs)).cpu())
+            labels.append(batch_labels)
+    features, labels = _joined(features, np.float32), _joined(labels, np.int64)
     if sharded:
         features, labels = distributed.gather_shards(features), distributed.gather_shards(labels)
     return TensorDataset(torch.from_numpy(features), torch.from_numpy(labels))

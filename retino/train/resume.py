@@ -152,10 +152,10 @@ class ResumeFile:
     def stopped_text(self, stage: str) -> str:
         """Where a stopped run stands, in one line: what the next ``dvc repro`` does."""
         if not self.saved_epochs:
-            return (f"{stage} stopped in epoch 1, before any epoch was saved; the next "
-                    "`dvc repro` starts it again")
-        return (f"{stage} stopped in epoch {self.saved_epochs + 1}; the next `dvc repro` "
-                f"resumes after epoch {self.saved_epochs} ({self.path})")
+            return (f"{stage} stopped by Ctrl-C in epoch 1, before any epoch was saved; the "
+                    "next `dvc repro` starts it again")
+        return (f"{stage} stopped by Ctrl-C in epoch {self.saved_epochs + 1}; the next `dvc "
+                f"repro` resumes after epoch {self.saved_epochs} ({self.path})")
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
