@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from gpu_pipeline import with_overrides, write_json  # noqa: E402
-from measure import (STAND_IN_FILES, project_params, run_measured,  # noqa: E402
+from measure import (STAND_IN_FILES, cpu_name, project_params, run_measured,  # noqa: E402
                      scratch_project, stand_in_torch_home)
 
 REFERENCE = {"arch": "resnet18", "image_size": 96, "batch": 16, "steps": 30}
@@ -113,8 +113,10 @@ def main() -> None:
                              "at its outputs or time a stage again")
     args = parser.parse_args()
     params = with_overrides(project_params(), args.params)
-    report = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "torch": torch.__version__, "threads": torch.get_num_threads()},
+    report = {"date": time.strftime("%Y-%m-%d"),
+              "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
+                          "platform": platform.platform(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads()},
               "overrides": args.params, "reference": dict(REFERENCE), "stages": []}
     report["reference"]["seconds"] = round(reference_seconds(), 2)
     home, real = weights_home()

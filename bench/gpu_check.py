@@ -15,7 +15,8 @@ rewritten after every section, so a run cut short still says how far it got:
   default recipe, its pretrained runs on stand-in ImageNet weights, so the
   stored-feature phase runs too;
 * ``pipeline_field``: the same with ``retino preset field`` (regression head, field
-  augmentation, Nesterov SGD, cosine schedule), EMA and ``compute.compile: true``;
+  augmentation, Nesterov SGD, cosine schedule), EMA and ``compute.compile: true`` (in
+  the CPU dry run: the data stages and one model, without compile);
 * ``predict``: ``retino predict --explain`` with a CUDA-trained model, then the same
   photos graded by the model reloaded on the CPU;
 * ``agreement``: one model file scoring the test split on CUDA and on the CPU (the
@@ -64,6 +65,10 @@ DRY_PIPELINE = ("compute.device=cpu", "synthesize.patients=30", "synthesize.canv
                 "data.image_size=32", "train.epochs_feature_extraction=1",
                 "train.epochs_fine_tuning=1", "train.resnet18.batch_size=8",
                 "train.resnet50.batch_size=8")
+# the dry run's field pipeline: its data stages and one model, enough to run the preset's
+# code path (the other models take the same one)
+DRY_FIELD_STAGES = ("check-params", "downscale-images", "compute-stats",
+                    "train@resnet18-scratch", "evaluate@resnet18-scratch")
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "retino", "bench/gpu_pipeline.py",
                  "metrics/external/README.md")
 MODEL = "models/resnet18-pretrained.pt"
@@ -119,7 +124,7 @@ def pipeline(workdir: Path, dry: bool, field: bool = False) -> dict:
     folder = project(workdir)
     out = workdir / f"pipeline{'_field' if field else ''}.json"
     command = [sys.executable, "bench/gpu_pipeline.py", "--out", str(out), "--params",
-               *overrides]
+               *overrides, *(["--stages", *DRY_FIELD_STAGES] if dry and field else [])]
     result = subprocess.run(command, cwd=folder, env=section_env(workdir),
                             capture_output=True, text=True)
     report = json.loads(out.read_text()) if out.is_file() else {}

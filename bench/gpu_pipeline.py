@@ -172,6 +172,9 @@ def main() -> None:
                         help="params.yaml overrides for this run")
     parser.add_argument("--quick", action="store_true",
                         help="a small set and short schedule on CUDA: " + " ".join(QUICK))
+    parser.add_argument("--stages", nargs="+", metavar="STAGE",
+                        help="run only these stage runs (names as dvc stage list prints "
+                        "them), in dvc.yaml's order; default: all")
     args = parser.parse_args()
     require_ruamel()
     overrides = [*(QUICK if args.quick else ()), *args.params]
@@ -181,7 +184,14 @@ def main() -> None:
     dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     try:
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        done = run_all(stage_runs(dvc_yaml, params), args.out, overrides)
+        runs = stage_runs(dvc_yaml, params)
+        if args.stages:
+            unknown = sorted(set(args.stages) - {name for name, _ in runs})
+            if unknown:
+                raise SystemExit(f"--stages {unknown[0]}: no such stage run; dvc.yaml has "
+                                 + ", ".join(name for name, _ in runs))
+            runs = [run for run in runs if run[0] in args.stages]
+        done = run_all(runs, args.out, overrides)
     finally:
         params_file.write_text(original)
     failed = [run for run in done if run["returncode"] != 0]

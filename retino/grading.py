@@ -71,7 +71,7 @@ def recall_percent(counts: np.ndarray) -> np.ndarray:
     """Recall of each grade in %, NaN (not measured, JSON null) for a grade with no
     image in the scored set: 0 % would say that its images were all missed."""
     hits, rows = np.diag(counts).astype(float), counts.sum(axis=1)
-    return np.divide(100.0 * hits, rows, out=np.full(len(hits), np.nan), where=rows > 0)
+    return 100.0 * np.divide(hits, rows, out=np.full(len(hits), np.nan), where=rows > 0)
 
 
 def macro_f1(counts: np.ndarray) -> float:

@@ -25,6 +25,7 @@ from retino.report.figures import MODEL_COLOURS, plt, save_figure
 WORKSPACE = "workspace"
 LINE_STYLES = ("-", "--", ":", "-.")  # one per revision, in the order given
 HATCHES = ("", "//", "..", "xx")
+LOG_SCALE_RANGE = 100  # the losses' largest / smallest above which their axis is log
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,10 @@ def _curves(accuracy: plt.Axes, loss: plt.Axes, arch: str, runs: list[RunsAt],
     baseline = runs[0].reports[run_name(arch, INITS[0])]["baseline_acc"]
     accuracy.axhline(baseline, color="grey", linestyle="--", linewidth=1,
                      label=f"majority baseline {baseline:.1f} %")
+    losses = [value for r in runs for init in INITS
+              for value in r.histories[run_name(arch, init)]["train_loss"] if value > 0]
+    if losses and max(losses) / min(losses) > LOG_SCALE_RANGE:
+        loss.set_yscale("log")  # a diverging run would flatten every other curve
     for axes, what in ((accuracy, "test accuracy (%)"), (loss, "training loss")):
         axes.set_title(f"{arch}: {what} per epoch", fontsize=10)
         axes.set_xlabel("epoch")
