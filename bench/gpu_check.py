@@ -16,7 +16,8 @@ rewritten after every section, so a run cut short still says how far it got:
   stored-feature phase runs too;
 * ``pipeline_field``: the same with ``retino preset field`` (regression head, field
   augmentation, Nesterov SGD, cosine schedule), EMA and ``compute.compile: true`` (in
-  the CPU dry run: the data stages and one model, without compile);
+  the CPU dry run: the data stages and one model, without compile; its default pipeline
+  trains ResNet-18 alone);
 * ``predict``: ``retino predict --explain`` with a CUDA-trained model, then the same
   photos graded by the model reloaded on the CPU;
 * ``agreement``: one model file scoring the test split on CUDA and on the CPU (the
@@ -65,8 +66,11 @@ DRY_PIPELINE = ("compute.device=cpu", "synthesize.patients=30", "synthesize.canv
                 "data.image_size=32", "train.epochs_feature_extraction=1",
                 "train.epochs_fine_tuning=1", "train.resnet18.batch_size=8",
                 "train.resnet50.batch_size=8")
-# the dry run's field pipeline: its data stages and one model, enough to run the preset's
-# code path (the other models take the same one)
+# The dry run's pipelines: ResNet-18 alone (ResNet-50 runs the same code), and for the
+# field preset one model after the data stages, enough to run the preset's code path.
+DRY_STAGES = ("check-params", "synthesize", "downscale-images", "compute-stats",
+              "train@resnet18-pretrained", "train@resnet18-scratch",
+              "evaluate@resnet18-pretrained", "evaluate@resnet18-scratch", "plots-page")
 DRY_FIELD_STAGES = ("check-params", "downscale-images", "compute-stats",
                     "train@resnet18-scratch", "evaluate@resnet18-scratch")
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "retino", "bench/gpu_pipeline.py",
@@ -123,8 +127,9 @@ def pipeline(workdir: Path, dry: bool, field: bool = False) -> dict:
         overrides += preset + ["train.ema=0.99", f"compute.compile={str(not dry).lower()}"]
     folder = project(workdir)
     out = workdir / f"pipeline{'_field' if field else ''}.json"
+    stages = (DRY_FIELD_STAGES if field else DRY_STAGES) if dry else ()
     command = [sys.executable, "bench/gpu_pipeline.py", "--out", str(out), "--params",
-               *overrides, *(["--stages", *DRY_FIELD_STAGES] if dry and field else [])]
+               *overrides, *(["--stages", *stages] if stages else [])]
     result = subprocess.run(command, cwd=folder, env=section_env(workdir),
                             capture_output=True, text=True)
     report = json.loads(out.read_text()) if out.is_file() else {}

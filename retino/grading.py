@@ -291,24 +291,27 @@ def _flat_kappa(qwk_low: float | None) -> bool:
     return qwk_low is not None and not qwk_low > 0  # NaN: not above 0 either
 
 
-WHAT_USUALLY_HELPS = ("train.weighted_loss: true, train.head: regression, a higher "
-                      "train.<arch>.lr or more epochs")
+WHAT_USUALLY_HELPS = ("train.head: regression, a higher train.<arch>.lr or more epochs")
 
 
-def what_usually_helps(name: str) -> str:
+def what_usually_helps(name: str, weighted_loss: bool = False) -> str:
     """The usual remedies for run ``name`` (``<arch>-<init>``): ImageNet weights for a
-    scratch run; for a pretrained one, first that its weights are ImageNet's."""
+    scratch run; for a pretrained one, first that its weights are ImageNet's; the
+    weighted loss where it was off."""
     weights = ("make sure its weights are ImageNet's (stand-in or wrong weights files "
                "learn nothing)" if name.endswith("-pretrained")
                else "ImageNet weights (the pretrained runs)")
-    return f"{weights}, {WHAT_USUALLY_HELPS}"
+    weighting = "" if weighted_loss else "train.weighted_loss: true, "
+    return f"{weights}, {weighting}{WHAT_USUALLY_HELPS}"
 
 
 def learned_nothing_text(name: str, verdict: LearnedNothing,
-                         predictions: str = "validation predictions") -> str:
+                         predictions: str = "validation predictions",
+                         weighted_loss: bool = False) -> str:
     """The verdict in words, saying what was observed (one grade almost always, or no
     agreement beyond chance with predictions spread over the grades), and what usually
-    helps. ``predictions``: which predictions the share counts."""
+    helps (``weighted_loss``: whether the run already used it). ``predictions``: which
+    predictions the share counts."""
     kappa = ("undefined" if verdict.qwk_low is None or math.isnan(verdict.qwk_low)
              else f"{verdict.qwk_low:.3f}")
     observed = (f"its QWK is not above 0 ({kappa})")
@@ -316,8 +319,8 @@ def learned_nothing_text(name: str, verdict: LearnedNothing,
         return (f"{name} learned nothing: it predicts grade {verdict.grade} "
                 f"({GRADES[verdict.grade]}) almost always ({verdict.share:.1f} % of its "
                 f"{predictions}) and {observed}. Its accuracy is then the share of that "
-                f"grade, not skill. What usually helps: {what_usually_helps(name)}.")
+                f"grade, not skill. What usually helps: {what_usually_helps(name, weighted_loss)}.")
     return (f"{name} learned nothing: its grades agree with the true ones no better than "
             f"chance, {observed}, though its {predictions} spread over the grades (the "
             f"most common, grade {verdict.grade}, {verdict.share:.1f} %). What usually "
-            f"helps: {what_usually_helps(name)}.")
+            f"helps: {what_usually_helps(name, weighted_loss)}.")

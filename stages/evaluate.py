@@ -74,8 +74,8 @@ def main() -> None:
                   f"{report['ref_sens']:.1f} % / specificity {report['ref_spec']:.1f} %")
     if report["learned_nothing"]:
         verdict = LearnedNothing(**report["learned_nothing"])
-        console.print(f"[bold yellow]warning:[/] {learned_nothing_text(name, verdict)}",
-                      soft_wrap=True)
+        said = learned_nothing_text(name, verdict, weighted_loss=report["weighted_loss"])
+        console.print(f"[bold yellow]warning:[/] {said}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -138,7 +138,7 @@ def main() -> None:
                   f" chose epoch {result.best_epoch} ({best.phase}) on validation QWK "
                   f"{best.val_qwk:.3f}; its test accuracy {best.acc_test:.1f} %")
     console.print(stopwatch.line(), highlight=False)
-    verdict = training_verdict(run_name(arch, init), decisions)
+    verdict = training_verdict(run_name(arch, init), decisions, train.weighted_loss)
     if verdict:
         console.print(f"[bold yellow]warning:[/] {verdict}", soft_wrap=True)
 

@@ -182,6 +182,9 @@ def test_the_verdict_says_what_was_observed():
     text = learned_nothing_text("resnet18-scratch", spread)
     assert "no better than chance" in text and "its QWK is not above 0 (-0.010)" in text
     assert "always" not in text and "share of that grade" not in text
+    assert "train.weighted_loss: true" in text  # a remedy the run has not tried
+    weighted = learned_nothing_text("resnet18-scratch", spread, weighted_loss=True)
+    assert "train.weighted_loss" not in weighted and "train.head: regression" in weighted
     constant = learned_nothing_text("m", learned_nothing(np.zeros(40, int), 0.0))
     assert "it predicts grade 0 (none) almost always (100.0 % of its validation " \
         "predictions)" in constant and "share of that grade" in constant

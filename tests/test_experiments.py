@@ -13,6 +13,7 @@ from PIL import Image
 from retino.report.revisions import revision_label, runs_at
 from tests.dvc_project import (RUNS, assert_exp_show_leads_with_every_headline, stored_history,
                                model_hashes, ran_stages, run)
+from tests.readme import commands, fenced_blocks
 
 pytestmark = pytest.mark.slow
 
@@ -27,6 +28,18 @@ def test_weighted_loss_experiment_reruns_training_not_data(repo):
     assert all(after[n]["weighted_loss"] is True for n in RUNS)
     assert any(after[n]["confusion_counts"] != before[n]["confusion_counts"] for n in RUNS)
     assert_exp_show_leads_with_every_headline(repo)  # now with an experiment row
+
+
+def test_the_readmes_daily_commands_run_as_written(repo):
+    """The README's "Daily use" block, after the weighted-loss experiment it names (the
+    module's first test ran it, exactly as written there)."""
+    daily = commands(fenced_blocks("## Daily use", "bash")[0])
+    assert daily[:4] == ["dvc repro", "dvc exp run -S train.weighted_loss=true",
+                         "dvc metrics show", "dvc plots diff"]
+    for line in [daily[0], *daily[2:]]:
+        run(repo, *line.split())
+    assert (repo / "dvc_plots" / "index.html").is_file()
+    assert (repo / "out" / "compare-runs.png").is_file()
 
 
 def test_one_png_sets_the_weighted_loss_beside_the_unweighted_one(repo):

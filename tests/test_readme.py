@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.dvc_project import repo_env, run
+from tests.readme import README, commands, fenced_blocks
 
-README = ROOT / "README.md"
 DOCS = [README, ROOT / "CONTRIBUTING.md", ROOT / "ARCHITECTURE.md",
         *sorted((ROOT / "docs").glob("*.md"))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -21,18 +21,6 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 HISTORY = ("since reverted", "no longer", "this round", "the lent machine's own",
            "on this machine", "this machine's", "it used to", "before these params existed",
            "(was ")
-
-
-def fenced_blocks(text: str, after_heading: str, language: str) -> list[str]:
-    """The ``language`` code blocks of the section that starts at ``after_heading``."""
-    section = text.split(after_heading, 1)[1].split("\n## ", 1)[0]
-    return re.findall(rf"```{language}\n(.*?)```", section, flags=re.S)
-
-
-def commands(block: str) -> list[str]:
-    """The command lines of a bash block, comments stripped."""
-    return [line.split("  #")[0].strip() for line in block.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def anchors(path: Path) -> set[str]:
@@ -74,20 +62,10 @@ def test_the_docs_describe_the_software_not_its_history(page):
     assert not found, f"{page.name}: {found}"
 
 
-# --- the commands, as written, in a built project --------------------------------------
-
-def test_the_daily_commands_run_as_written(repo):
-    daily = commands(fenced_blocks(README.read_text(), "## Daily use", "bash")[0])
-    assert daily[:4] == ["dvc repro", "dvc exp run -S train.weighted_loss=true",
-                         "dvc metrics show", "dvc plots diff"]
-    for line in daily:
-        run(repo, *line.split())
-    assert (repo / "dvc_plots" / "index.html").is_file()
-    assert (repo / "out" / "compare-runs.png").is_file()
-
+# --- the commands, as written, in a built project (the daily ones: test_experiments) ----
 
 def test_the_lab_snippet_runs_as_written(repo):
-    snippet = fenced_blocks(README.read_text(), "## The lab's code", "python")[0]
+    snippet = fenced_blocks("## The lab's code", "python")[0]
     result = subprocess.run(["python", "-c", snippet], cwd=repo, capture_output=True,
                             text=True, env=repo_env(repo), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -95,7 +73,7 @@ def test_the_lab_snippet_runs_as_written(repo):
 
 
 def test_predict_runs_as_written(repo):
-    line = commands(fenced_blocks(README.read_text(), "## Grade new photos", "bash")[0])[0]
+    line = commands(fenced_blocks("## Grade new photos", "bash")[0])[0]
     photos = repo / "photos"
     photos.mkdir(exist_ok=True)
     for source in sorted((repo / "data" / "synthetic" / "data").glob("*.jpeg"))[:3]:

@@ -199,7 +199,9 @@ def verdict_text(result: ModelResult) -> str | None:
     """In words, when evaluate found that the model graded its test split no better than
     chance."""
     verdict = result.report.get("learned_nothing")
-    return learned_nothing_text(result.name, LearnedNothing(**verdict)) if verdict else None
+    return learned_nothing_text(result.name, LearnedNothing(**verdict),
+                                weighted_loss=bool(result.report["weighted_loss"])) \
+        if verdict else None
 
 
 def external_verdict_text(result: ModelResult) -> str | None:
@@ -210,7 +212,8 @@ def external_verdict_text(result: ModelResult) -> str | None:
         return None
     source = result.external["source"]
     return (f"On {source}: " + learned_nothing_text(
-        result.name, LearnedNothing(**verdict), f"predictions on {source}"))
+        result.name, LearnedNothing(**verdict), f"predictions on {source}",
+        bool(result.report["weighted_loss"])))
 
 
 EXTERNAL_COLUMNS = ("model", "acc %", "QWK", "bal. acc. %", "ref. sens. %", "ref. spec. %",

@@ -208,14 +208,14 @@ def validation_decisions(model: nn.Module, data: TrainData, settings: TrainSetti
             "validation": validation}
 
 
-def training_verdict(name: str, decisions: dict) -> str | None:
-    """In words, when the chosen weights learned nothing beyond one grade on validation
-    (judged on the validation QWK itself: there is no interval at this point)."""
+def training_verdict(name: str, decisions: dict, weighted_loss: bool = False) -> str | None:
+    """In words, when the chosen weights grade validation no better than chance (judged
+    on the validation QWK itself: there is no interval at this point)."""
     validation = decisions["validation"]
     actual = np.asarray(validation["grades"])
     predicted = predicted_grades(validation["outputs"].numpy(), decisions["cuts"])
     verdict = learned_nothing(predicted, quadratic_weighted_kappa(actual, predicted))
-    return learned_nothing_text(name, verdict) if verdict else None
+    return learned_nothing_text(name, verdict, weighted_loss=weighted_loss) if verdict else None
 
 
 def warn_broken_outputs(broken: int, images: int) -> None:
