@@ -110,7 +110,7 @@ class Measured:
     output: str
 
 
-def _sample_tree(process: psutil.Process, high_water: dict[int, float]) -> float:
+def _sample_tree(process, high_water: dict[int, float]) -> float:
     """Resident MiB of ``process`` and its descendants now; updates each one's VmHWM."""
     import psutil  # installed with dvc; only here, so the GPU box (no dvc) imports this file
 

@@ -88,7 +88,7 @@ def _data_lines(stats: dict, lock: dict) -> list[str]:
         table.append(f"| {split} | " + " | ".join(str(v) for v in values.values())
                      + f" | {sum(values.values())} |")
     leakage = stats["test_patient_leakage_percent"]
-    resplit = _yaml_text(data.get("resplit", "unknown"))
+    resplit = yaml_text(data.get("resplit", "unknown"))
     held_out = ("a hold-out of train patients" if leakage is not None
                 else "a hold-out of train images (the names carry no patient)")
     validation = (f"the train split trained the model, the set's own val split "
@@ -148,23 +148,24 @@ def _recipe_lines(result: ModelResult, lock: dict) -> list[str]:
               f"the best validation QWK; loss: {loss_text(report)}.",
               "- Params that made it (from `dvc.lock`):" if params else
               "- Params: no dvc.lock entry for this model (run `dvc repro`)."]
-    lines += [f"  - `{key}`: `{_yaml_text(value)}`"
-              for key, value in sorted(_flatten(params).items())]
+    lines += [f"  - `{key}`: `{yaml_text(value)}`"
+              for key, value in sorted(flattened(params).items())]
     return lines
 
 
-def _yaml_text(value: object) -> str:
+def yaml_text(value: object) -> str:
     """A value as params.yaml writes it: ``false``, ``""``, ``0.001``."""
     if isinstance(value, bool):
         return str(value).lower()
     return '""' if value == "" else str(value)
 
 
-def _flatten(params: dict, prefix: str = "") -> dict:
+def flattened(params: dict, prefix: str = "") -> dict:
+    """``{"train.weighted_loss": False, ...}`` of a nested params mapping."""
     flat = {}
     for key, value in params.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flattened(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat

@@ -20,6 +20,7 @@ import pandas as pd
 
 from retino.errors import DataError
 from retino.params import ARCHS, INITS, run_name
+from retino.report.card import flattened, yaml_text
 from retino.report.figures import MODEL_COLOURS, plt, save_figure
 
 WORKSPACE = "workspace"
@@ -86,30 +87,15 @@ def runs_at(revision: str) -> RunsAt:
     return RunsAt(revision, params, histories, reports)
 
 
-def flat(params: dict, prefix: str = "") -> dict:
-    """``{"train.weighted_loss": False, ...}`` of a nested params mapping."""
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def revision_label(runs: RunsAt, first: RunsAt) -> str:
     """``workspace: train.weighted_loss=true``: the revision and the params it changes
     against the first revision."""
-    mine, theirs = flat(runs.params), flat(first.params)
-    changed = [f"{key}={_yaml_text(mine.get(key))}" for key in sorted(set(mine) | set(theirs))
+    mine, theirs = flattened(runs.params), flattened(first.params)
+    changed = [f"{key}={yaml_text(mine.get(key))}" for key in sorted(set(mine) | set(theirs))
                if mine.get(key) != theirs.get(key)]
     if runs is first or not changed:
         return runs.revision if runs is first else f"{runs.revision}: same params"
     return f"{runs.revision}: {', '.join(changed)}"
-
-
-def _yaml_text(value: object) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def compare_runs(revisions: list[str], out: str | Path) -> None:
