@@ -1,4 +1,4 @@
-"""The ablation of README "Beyond the lab": the lab's recipe and then each ingredient
+"""The ablation of docs/performance.md: the lab's recipe and then each ingredient
 added on top of the previous ones, each one queued `dvc exp run` of the whole
 pipeline on the default data, run one after the other by DVC's queue.
 
@@ -8,7 +8,7 @@ Each experiment reruns only the stages its params reach (the regression head
 retrains, pairing and TTA re-evaluate, Graham re-downscales and retrains, the
 augmentation, the schedule and the moving average retrain), and runs
 ``compare``, so its ``dvc exp show`` row holds its own metrics/compare.json. The
-experiments (``ablation-1`` ...) are kept; the README's ``dvc exp show`` command shows
+experiments (``ablation-1`` ...) are kept; the ``dvc exp show`` command it prints shows
 them. Writes bench/ablation.json and prints the table for ResNet-18 scratch (QWK,
 accuracy, balanced accuracy and referable AUC with their 95 % intervals, patients
 resampled), read from each experiment's metrics/resnet18-scratch.json.

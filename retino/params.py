@@ -295,7 +295,7 @@ def _check_removed_sections(raw: dict, errors: list[str]) -> None:
 # why compute.compile is refused on the CPU (bench/levers.py measures it)
 CPU_COMPILE = ("torch.compile is for the CUDA training step; on the CPU it measured slower "
                "than eager per step, after a compilation of about a minute in every train "
-               "stage (bench/levers.py, README \"Performance\"): set compute.compile: false")
+               "stage (bench/levers.py, docs/performance.md): set compute.compile: false")
 
 MIN_BATCHNORM_IMAGES = 2  # of every batch: BatchNorm in train mode needs 2 or more
 
@@ -361,7 +361,7 @@ def _source_problems(data: dict, evaluate: dict, external: dict) -> list[str]:
     if evaluate.get("pair_eyes") is True and data.get("source") in PATIENTS_UNKNOWN:
         problems.append(f"evaluate.pair_eyes = true with data.source = {data['source']!r}: "
                         "its image names carry no patient, so no two eyes can be paired "
-                        "(README 'Real data'); set evaluate.pair_eyes: false")
+                        "(docs/data.md); set evaluate.pair_eyes: false")
     sources = external.get("source")
     if isinstance(sources, list) and data.get("source") in sources:
         problems.append(f"external.source = {sources!r} with data.source = "

@@ -18,7 +18,7 @@ PRESETS: dict[str, dict[str, object]] = {
     # epochs; scratch runs train for the same 10 epochs), the lab's SGD (lr 1e-3,
     # momentum 0.9, weight decay 5e-4) and batch 4, one GPU. No DataLoader workers:
     # on an H200, 8 workers were never faster than the main process reading the
-    # memory-mapped arrays (bench/gpu*.json, README "Performance").
+    # memory-mapped arrays (bench/gpu*.json, docs/performance.md).
     "lab": {
         "data.source": "lab", "data.image_size": 512,
         "train.epochs_feature_extraction": 4, "train.epochs_fine_tuning": 6,

@@ -199,7 +199,7 @@ def _branch(repo: Path) -> str:
 
 
 def test_results_travel_between_a_laptop_and_a_gpu_box_through_a_dvc_remote(repo, tmp_path):
-    """README "On a GPU box": the laptop pushes what it built; the box pulls, has nothing
+    """docs/gpu.md: the laptop pushes what it built; the box pulls, has nothing
     to rerun, changes a param, reruns only its stages and pushes; the laptop pulls and
     sees the box's metrics without rerunning anything."""
     laptop, box = repo, tmp_path / "box"
@@ -228,7 +228,7 @@ def test_results_travel_between_a_laptop_and_a_gpu_box_through_a_dvc_remote(repo
 
 
 def test_a_box_pulls_and_trains_what_a_laptop_that_trained_nothing_pushed(repo, tmp_path):
-    """README "On a GPU box" when the laptop ran only the cheap data stages, in a clone
+    """docs/gpu.md when the laptop ran only the cheap data stages, in a clone
     whose dvc.lock still names the models of an earlier run (as a clone of retino's
     repository does): no remote holds those, so a plain `dvc pull` fails on them; the
     README's `dvc pull --allow-missing` fetches what the laptop pushed, and the box

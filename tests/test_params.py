@@ -301,7 +301,7 @@ def test_every_value_check_params_lets_through_passes_every_stages_own_checks(ba
     ({"data.source": "aptos", "evaluate.pair_eyes": True},
      "evaluate.pair_eyes = true with data.source = 'aptos': its image names carry no patient"),
     ({"external.source": ["idrid"]}, "external.source = 'idrid': data/idrid/ not found; "
-     "see README 'Real data'"),
+     "see docs/data.md"),
     ({"data.source": "kaggle"}, "data.source = 'kaggle': data/kaggle/ not found"),
 ])
 def test_values_a_stage_used_to_stop_on_are_refused_by_check_params(changes, named):

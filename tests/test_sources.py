@@ -184,7 +184,7 @@ def test_switching_to_kaggle_is_one_param(tiny_raw, tmp_path):
 
 def test_a_missing_source_folder_says_what_belongs_there(tmp_path):
     with pytest.raises(DataError, match="nope: folder not found for data.source = 'lab'; "
-                                        "see README 'Real data'"):
+                                        "see docs/data.md"):
         read_source("lab", tmp_path / "nope", False, 0.2, 0)
     (tmp_path / "kaggle").mkdir()
     with pytest.raises(DataError, match="trainLabels.csv: file not found"):

@@ -8,7 +8,7 @@ One reader, two kinds of layout:
 * ``folders``: torchvision's ``ImageFolder`` tree, one subfolder per grade
   (``read_image_folders``).
 
-Every row and file is checked as the EyePACS sources' are (README "Bad input"): a
+Every row and file is checked as the EyePACS sources' are (docs/data.md, "Bad input"): a
 missing or unreadable CSV, a header without the expected columns, an empty, unsafe
 or repeated name, a grade that is not 0-4 are problems that name the file and row;
 missing, broken and black photos are found later, by downscale-images. Messidor-2's
@@ -129,7 +129,7 @@ def _table_rows(table: LabelTable, folder: Path) -> list[tuple[int, dict[str, st
     """(row number, {role: cell}) of every non-blank row below the header."""
     path = folder / table.csv
     if not path.is_file():
-        raise DataError(f"{path}: file not found; see README 'Real data' for the layout "
+        raise DataError(f"{path}: file not found; see docs/data.md for the layout "
                         "of this source")
     with path.open(newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))

@@ -49,8 +49,8 @@ def missing_folders(data_source: str, external: tuple[str, ...]) -> list[str]:
     """``data.source`` and ``external.source`` entries whose folder is not there, each in
     words (the synthetic set is made by its own stage, so it is never missing here)."""
     named = [("data.source", data_source)] + [("external.source", s) for s in external]
-    return [f"{key} = {source!r}: {source_folder(source)}/ not found; see README 'Real "
-            "data' for what goes there" for key, source in named
+    return [f"{key} = {source!r}: {source_folder(source)}/ not found; see docs/data.md "
+            "for what goes there" for key, source in named
             if source != "synthetic" and not source_folder(source).is_dir()]
 
 
@@ -111,7 +111,7 @@ def read_source(source: str, folder: Path, resplit: bool, test_fraction: float,
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found for data.source = {source!r}"
                         + ("; run `dvc repro synthesize`" if source == "synthetic" else
-                           "; see README 'Real data' for what goes there"))
+                           "; see docs/data.md for what goes there"))
     if source in LABEL_TABLES or source == "folders":
         return read_public_set(source, folder, resplit, test_fraction, seed)
     if source == "kaggle":

@@ -3,7 +3,7 @@
 On top of the lab's random flips, every training image gets a random rotation by
 any angle (a fundus photo has no upright), a random zoom and shift, and a random
 change of brightness, contrast, saturation and hue, as the strongest published
-EyePACS ResNets train (README "Beyond the lab"). The whole batch moves at once: one
+EyePACS ResNets train (docs/training.md). The whole batch moves at once: one
 ``affine_grid`` + ``grid_sample`` for the geometry (the flips folded into the same
 matrix), tensor ops for the colour, never a loop over images nor PIL, so the GPU
 path stays as fast as the arrays allow.

@@ -57,7 +57,8 @@ def _missing_weights_message(arch: str, name: str, cause: BaseException) -> str:
             f"$TORCH_HOME/hub/checkpoints/{expected.name} to {expected}\n"
             f"  * set TORCH_HOME to a folder whose hub/checkpoints holds {expected.name}\n"
             f"  * set train.{arch}.weights_file in params.yaml to the .pth file\n"
-            f"Or train the scratch runs alone (README: 'Without ImageNet weights').")
+            f"Or train the scratch runs alone (docs/training.md: 'Without ImageNet "
+            "weights').")
 
 
 def _read_weights_file(arch: str, path: Path, what: str) -> Any:
