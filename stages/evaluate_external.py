@@ -23,9 +23,10 @@ import torch
 from retino.atomic import write_json
 from retino.params import SOURCES, check_arch, check_init, load_params, run_name
 from retino.progress import console
+from retino.grading import LearnedNothing, learned_nothing_text
+from retino.report.comparison import shared_training_text
 from retino.report.evaluation import (broken_outputs_warning, predict_test_split,
                                       predict_validation_split)
-from retino.report.comparison import shared_training_text
 from retino.report.external import (external_report, names_mean_something,
                                     photos_of_training, shared_report)
 from retino.stage import run_stage, stage_parser
@@ -63,6 +64,10 @@ def main() -> None:
                   f"{report['qwk']:.3f}, accuracy {report['acc']:.1f} % (majority baseline "
                   f"{report['baseline_acc']:.1f} %), referable sensitivity "
                   f"{report['ref_sens']:.1f} % / specificity {report['ref_spec']:.1f} %")
+    if report["learned_nothing"]:
+        said = learned_nothing_text(name, LearnedNothing(**report["learned_nothing"]),
+                                    f"predictions on {args.source}", report["weighted_loss"])
+        console.print(f"[bold yellow]warning:[/] On {args.source}: {said}", soft_wrap=True)
 
 
 if __name__ == "__main__":
