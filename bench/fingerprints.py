@@ -31,7 +31,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retino.data.downscale import prepare_downscaled  # noqa: E402
-from retino.data.fingerprints import MATCH_RMS, fingerprint, set_fingerprints  # noqa: E402
+from retino.data.fingerprints import (MATCH_RMS, fingerprint, rms_distances,  # noqa: E402
+                                      set_fingerprints)
 from retino.data.layout import image_path, read_split  # noqa: E402
 from retino.data.photos import downscale_pixels  # noqa: E402
 from retino.data.sources import read_source  # noqa: E402
@@ -51,11 +52,7 @@ COPIES = {"png": ("PNG", None, 1.0), "jpeg q95": ("JPEG", 95, 1.0),
 def false_matches(folder: Path) -> dict:
     """Distinct photos of one downscaled set taken for one photo."""
     names, prints = set_fingerprints(folder)
-    values = prints.astype(np.float64)
-    norms = (values ** 2).sum(axis=1)
-    squared = norms[:, None] + norms[None, :] - 2 * values @ values.T
-    distances = np.sqrt(np.maximum(squared, 0) / values.shape[1])
-    distinct = distances[np.triu_indices(len(names), k=1)]
+    distinct = rms_distances(prints, prints)[np.triu_indices(len(names), k=1)]
     return {"photos": len(names), "pairs": len(distinct),
             "false_matches": int((distinct <= MATCH_RMS).sum()),
             "closest_distinct": round(float(distinct.min()), 2),
@@ -76,8 +73,8 @@ def copies_caught(raw: Path, size: int, count: int, scratch: Path) -> dict:
                                      Image.Resampling.LANCZOS)
             copy = scratch / f"copy.{kind.lower()}"
             again.save(copy, kind, **({"quality": quality} if quality else {}))
-            a, b = (fingerprint(downscale_pixels(path, size)) for path in (original, copy))
-            distances.append(float(np.sqrt(((a.astype(float) - b) ** 2).mean())))
+            a, b = (fingerprint(downscale_pixels(path, size))[None] for path in (original, copy))
+            distances.append(float(rms_distances(a, b)[0, 0]))
         found[label] = {"largest": round(max(distances), 2),
                         "caught": sum(d <= MATCH_RMS for d in distances),
                         "of": len(distances)}

@@ -222,23 +222,26 @@ def write_photo_statistics(img_path: str | Path, stats_file: str | Path,
     """Write the exact train mean/std of the photos in ``img_path`` as the loader serves
     them at ``size`` (``train_statistics``) to ``stats_file``, marked as describing them,
     for ``RetinopathyLoader(stats_file=)``."""
+    img_path = Path(img_path)
     mean, std = train_statistics(img_path, size)
-    write_json(stats_file, _statistics_document(Path(img_path), size, mean, std))
+    signature = photos_signature(img_path, read_split(img_path.parent, "train").names)
+    write_json(stats_file, _statistics_document(img_path, size, mean, std, signature))
 
 
-def _statistics_document(img_path: Path, size: int | None, mean: tuple, std: tuple) -> dict:
+def _statistics_document(img_path: Path, size: int | None, mean: tuple, std: tuple,
+                         signature: str) -> dict:
     return {"describes": PHOTO_STATISTICS, "folder": str(img_path.resolve()), "size": size,
-            "photos": photos_signature(img_path), "mean": list(mean), "std": list(std)}
+            "photos": signature, "mean": list(mean), "std": list(std)}
 
 
-def photos_signature(img_path: Path) -> str:
-    """What identifies the train photos of ``img_path`` without reading their pixels: a
-    digest of the train CSVs and of every listed photo's name, byte size and
+def photos_signature(img_path: Path, names: Sequence[str]) -> str:
+    """What identifies the train photos ``names`` of ``img_path`` without reading their
+    pixels: a digest of the train CSVs and of every listed photo's name, byte size and
     modification time (a photo replaced, added or removed changes it)."""
     digest = hashlib.sha256()
     for csv in csv_paths(img_path.parent, "train"):
         digest.update(csv.read_bytes())
-    for name in read_split(img_path.parent, "train").names:
+    for name in names:
         path = image_path(img_path, name)
         stat = path.stat() if path.is_file() else None
         digest.update(f"{name}:{stat.st_size if stat else -1}:"
@@ -253,12 +256,14 @@ def train_statistics(img_path: str | Path, size: int | None = None
     (``STATISTICS_FILE``) while it describes the same photos at the same size, else
     computed (every photo decoded once) and kept there for the next process."""
     img_path = Path(img_path)
-    signature = photos_signature(img_path)
+    names = read_split(img_path.parent, "train").names
+    signature = photos_signature(img_path, names)
     key = (str(img_path.resolve()), size, signature)
     if key not in _computed_statistics:
         kept = img_path.parent / STATISTICS_FILE
         _computed_statistics[key] = (_kept_statistics(kept, img_path, size, signature)
-                                     or _compute_and_keep(img_path, size, kept))
+                                     or _compute_and_keep(img_path, names, size, kept,
+                                                          signature))
     return _computed_statistics[key]
 
 
@@ -276,18 +281,18 @@ def _kept_statistics(kept: Path, img_path: Path, size: int | None, signature: st
     return tuple(document["mean"]), tuple(document["std"])
 
 
-def _compute_and_keep(img_path: Path, size: int | None, kept: Path) -> tuple:
-    split = read_split(img_path.parent, "train")
+def _compute_and_keep(img_path: Path, names: Sequence[str], size: int | None, kept: Path,
+                      signature: str) -> tuple:
     train_csv = csv_paths(img_path.parent, "train")[0]
-    console.print(f"computing the exact train mean/std of the {len(split)} photos "
+    console.print(f"computing the exact train mean/std of the {len(names)} photos "
                   f"{train_csv} lists, as this loader serves them (kept in {kept})")
-    with counting("train statistics", len(split)) as tick:
+    with counting("train statistics", len(names)) as tick:
         moments = channel_moments((np.asarray(served_photo(image_path(img_path, name),
                                                            size))[None]
-                                   for name in split.names), tick)
+                                   for name in names), tick)
     mean, std = (tuple(map(float, values)) for values in moments.mean_std())
     try:
-        write_json(kept, _statistics_document(img_path, size, mean, std))
+        write_json(kept, _statistics_document(img_path, size, mean, std, signature))
     except OSError as error:
         console.print(f"[yellow]could not keep the statistics in {kept} ({error.strerror}); "
                       "a new process computes them again[/]")

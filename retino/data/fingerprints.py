@@ -32,7 +32,8 @@ from retino.errors import DataError
 FINGERPRINT_SIDE = 8  # thumbnail side: 8 x 8 x 3 = 192 values per image
 CENTRE = 0.7  # the share of the side, around the centre, that the thumbnail shows
 MATCH_RMS = 3.5  # grey levels (0-255): at most this far apart, two images are one photo
-CHUNK = 4096  # external images compared with all training images at a time
+CHUNK = 1024  # external images compared with all training images at a time (35,126
+# EyePACS photos: 1024 x 35,126 float64 distances, 288 MB)
 
 
 def fingerprint(pixels: np.ndarray) -> np.ndarray:
@@ -65,21 +66,28 @@ def read_fingerprints(folder: str | Path, mode: str, rows: int) -> np.ndarray:
     return prints
 
 
+def rms_distances(queries: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """The distance of every fingerprint of ``queries`` to every one of ``pool``: the root
+    mean square of their differences, in grey levels (``len(queries) x len(pool)``)."""
+    queries, pool = np.asarray(queries, np.float64), np.asarray(pool, np.float64)
+    squared = ((queries ** 2).sum(axis=1)[:, None] + (pool ** 2).sum(axis=1)[None, :]
+               - 2 * queries @ pool.T)
+    return np.sqrt(np.maximum(squared, 0) / pool.shape[1])
+
+
 def nearest(queries: np.ndarray, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each fingerprint of ``queries``, the index of the closest one in ``pool`` and
-    their distance (root mean square, grey levels); -1 and inf for an empty pool."""
+    their distance (``rms_distances``); -1 and inf for an empty pool. ``CHUNK`` queries
+    at a time, so memory stays bounded by the pool's size."""
     if len(pool) == 0:
         return np.full(len(queries), -1), np.full(len(queries), np.inf)
-    pool = pool.astype(np.float32)
-    pool_norms = (pool ** 2).sum(axis=1)
+    pool = np.asarray(pool, np.float64)  # once, not for every chunk
     indices, distances = [], []
     for start in range(0, len(queries), CHUNK):
-        chunk = queries[start:start + CHUNK].astype(np.float32)
-        squared = (chunk ** 2).sum(axis=1)[:, None] + pool_norms[None, :] - 2 * chunk @ pool.T
-        best = squared.argmin(axis=1)
+        chunk = rms_distances(queries[start:start + CHUNK], pool)
+        best = chunk.argmin(axis=1)
         indices.append(best)
-        distances.append(np.sqrt(np.maximum(squared[np.arange(len(chunk)), best], 0)
-                                 / pool.shape[1]))
+        distances.append(chunk[np.arange(len(chunk)), best])
     return np.concatenate(indices), np.concatenate(distances)
 
 
@@ -115,8 +123,8 @@ def shared_photos(external_names: list[str], external_prints: np.ndarray,
     for index, name in enumerate(external_names):
         if plain_name(name) in by_name:
             match = by_name[plain_name(name)]
-            distance = float(np.sqrt(np.mean((external_prints[index].astype(float)
-                                              - training_prints[match]) ** 2)))
+            distance = float(rms_distances(external_prints[index:index + 1],
+                                           training_prints[match:match + 1])[0, 0])
             shared.append(SharedPhoto(name, training_names[match], "name", distance))
         elif distances[index] <= MATCH_RMS:
             shared.append(SharedPhoto(name, training_names[closest[index]], "content",

@@ -131,12 +131,12 @@ def check_rows(names: list[str], values: list[str], name_file: Path, label_file:
         elif name in seen:
             problems.append(Problem(str(name_file), row, f"duplicate image name {name!r} "
                                     f"(first at row {seen[name]})"))
-        elif grade_of(value) is None:
+        elif (grade := grade_of(value)) is None:
             problems.append(Problem(str(label_file), row, f"label {value!r} is not a grade; "
                                     f"allowed: integers 0-{NUM_CLASS - 1}"))
         else:
             kept_names.append(name)
-            kept_labels.append(grade_of(value))
+            kept_labels.append(grade)
         seen.setdefault(name, row)
     return Split(kept_names, np.array(kept_labels, dtype=np.int64)), problems
 

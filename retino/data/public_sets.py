@@ -109,7 +109,7 @@ class PublicRows:
         return dict(zip(self.names, self.photos))
 
 
-def _header_index(header: list[str], table: LabelTable, path: Path) -> dict[str, str]:
+def _header_index(header: list[str], table: LabelTable, path: Path) -> dict[str, int]:
     """Which cell of a row holds what: ``{"name": i, "grade": j, "gradable": k}`` for the
     first of the table's headers that ``header`` has; names match without surrounding
     spaces (IDRiD's header has a trailing one in some copies)."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional
 
-from retino.train.device import memory_format
+from retino.train.device import device_constant, memory_format
 from retino.train.inputs import ToModel, epoch_generator, flip_draws, to_device_async
 
 # The ranges drawn from, uniformly (each value of an image independent of the others)
@@ -112,17 +112,6 @@ def sampling_grid_matrices(draws: FieldDraws) -> torch.Tensor:
     return torch.cat([inverse, offset], dim=-1)
 
 
-_CONSTANTS: dict[tuple[str, str, torch.dtype], torch.Tensor] = {}
-
-
-def _constant(name: str, values: list, like: torch.Tensor) -> torch.Tensor:
-    """``values`` as a tensor on ``like``'s device and dtype, made once per device."""
-    key = (name, str(like.device), like.dtype)
-    if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype).to(like.device)
-    return _CONSTANTS[key]
-
-
 HUE_AXIS = [[1 / 3] * 3] * 3  # the outer product of the grey axis (1, 1, 1) / sqrt(3)
 HUE_CROSS = [[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]]  # its cross-product matrix
 
@@ -132,9 +121,9 @@ def _hue_rotations(hue: torch.Tensor) -> torch.Tensor:
     turns (black, white and greys stay as they are)."""
     turn = hue * (2.0 * math.pi)
     cos, sin = torch.cos(turn).view(-1, 1, 1), torch.sin(turn).view(-1, 1, 1)
-    cross = _constant("hue cross", HUE_CROSS, hue) / math.sqrt(3.0)
-    outer = _constant("hue axis", HUE_AXIS, hue)
-    eye = _constant("identity", torch.eye(3).tolist(), hue)
+    cross = device_constant("hue cross", HUE_CROSS, hue) / math.sqrt(3.0)
+    outer = device_constant("hue axis", HUE_AXIS, hue)
+    eye = device_constant("identity", torch.eye(3).tolist(), hue)
     return cos * eye + sin * cross + (1.0 - cos) * outer  # Rodrigues' formula
 
 
@@ -149,7 +138,7 @@ def recoloured(pixels: torch.Tensor, eye: torch.Tensor, draws: FieldDraws) -> to
     def per_image(values: torch.Tensor) -> torch.Tensor:
         return values.to(pixels.dtype).view(-1, 1, 1, 1)
 
-    grey_weights = _constant("grey", list(GREY), pixels).view(1, 3, 1, 1)
+    grey_weights = device_constant("grey", list(GREY), pixels).view(1, 3, 1, 1)
     changed = pixels * per_image(draws.brightness)
     grey = (changed * grey_weights).sum(dim=1, keepdim=True)
     eye_mean = (grey * eye).sum(dim=(2, 3), keepdim=True) / eye.sum(dim=(2, 3),

@@ -53,6 +53,19 @@ def memory_format(device: torch.device) -> torch.memory_format:
 CUBLAS_WORKSPACE = ":4096:8"
 
 
+_CONSTANTS: dict[tuple[str, str, torch.dtype], torch.Tensor] = {}
+
+
+def device_constant(name: str, values: list, like: torch.Tensor) -> torch.Tensor:
+    """``values`` as a tensor on ``like``'s device and dtype, made once per device and
+    dtype: a tensor made anew in every training step would be copied to the device, and
+    wait for it, every step."""
+    key = (name, str(like.device), like.dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(values, dtype=like.dtype).to(like.device)
+    return _CONSTANTS[key]
+
+
 def configure_backends(device: torch.device, deterministic: bool = False) -> None:
     """cuDNN's autotuner on CUDA (fixed input sizes: it pays off after the first batch),
     or, with ``deterministic`` (``compute.deterministic``), reproducible CUDA kernels:

@@ -155,26 +155,26 @@ def _signal_groups(pids: list[int], sig: signal.Signals) -> None:
             pass
 
 
+def _process_state(stat: Path) -> tuple[str, int] | None:
+    """(state letter, parent pid) from a Linux ``/proc/<pid>/stat``; None once the
+    process has gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command's name
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def child_processes(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (Linux /proc)."""
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while we looked
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
+    return [int(stat.parent.name) for stat in Path("/proc").glob("[0-9]*/stat")
+            if (_process_state(stat) or ("", -1))[1] == pid]
 
 
 def alive(pid: int) -> bool:
     """Whether ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+    state = _process_state(Path(f"/proc/{pid}/stat"))
+    return state is not None and state[0] not in ("Z", "X")
 
 
 WATCH_SECONDS = 1.0

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from retino.grading import (DEFAULT_CUTS, accuracy_percent, predicted_grades,
                             quadratic_weighted_kappa)
 from retino.progress import epoch_bar
-from retino.train.device import autocast, full_precision
+from retino.train.device import autocast, device_constant, full_precision
 from retino.train import distributed
 from retino.train.inputs import Prepare, loader_images, to_device
 from retino.train.models import backbone_features
@@ -147,17 +147,12 @@ def batch_loss(criterion: nn.Module, outputs: torch.Tensor, grades: torch.Tensor
     return loss, total.detach().double() / batch_denominator * batch_images
 
 
-_CUTS: dict[tuple[str, torch.dtype], torch.Tensor] = {}  # DEFAULT_CUTS on each device
-
-
 def batch_grades(outputs: torch.Tensor) -> torch.Tensor:
     """Grades of a batch during training: the highest logit, or the regression score cut
     halfway between grades (the tuned cut-points come after training)."""
     if outputs.shape[1] == 1:
-        key = (str(outputs.device), outputs.dtype)
-        if key not in _CUTS:  # made once: a new tensor would copy to the device every step
-            _CUTS[key] = torch.tensor(DEFAULT_CUTS, dtype=outputs.dtype).to(outputs.device)
-        return torch.bucketize(outputs[:, 0].detach(), _CUTS[key], right=True)
+        cuts = device_constant("default cuts", list(DEFAULT_CUTS), outputs)
+        return torch.bucketize(outputs[:, 0].detach(), cuts, right=True)
     return outputs.argmax(dim=1)
 
 
