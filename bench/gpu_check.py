@@ -1,7 +1,7 @@
 """The GPU box, end to end, in one short run: every stage on CUDA, and what the CPU
 cannot measure.
 
-    bench/gpu_check.sh                                # on one H100: about 8 minutes
+    bench/gpu_check.sh                                # on the lent GPU machine
     PYTHONPATH=. python bench/gpu_check.py --cpu-dry-run --out /tmp/check.json
                                                       # the same steps, tiny, on the CPU
 
@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 # The sections in order, each with its time limit (seconds) on the GPU machine.
 SECTIONS = {"pipeline": 150, "pipeline_field": 150, "predict": 40, "agreement": 40,
             "syncs": 60, "fit_rates": 90, "determinism": 90, "compile_field": 120}
-# Small, short runs on CUDA: the pipeline in about two minutes on one GPU.
+# Small, short runs on CUDA, meant to take about two minutes on one GPU (not yet timed).
 GPU_PIPELINE = ("compute.device=cuda", "synthesize.patients=150", "data.image_size=128",
                 "train.epochs_feature_extraction=1", "train.epochs_fine_tuning=1",
                 "train.resnet18.batch_size=32", "train.resnet50.batch_size=32")
